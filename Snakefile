@@ -1,0 +1,18 @@
+# diffcomp: controlled experiments on how diffusion models learn, and fail, to compose concepts.
+# The quick CPU configuration is config.yaml; the paper scale is config.paper.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/bumps_data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,58 @@
+"""The bump study's section of the config: semantic checks and the expanded dataset/run lists."""
+
+from __future__ import annotations
+
+from diffcomp.bumps.data import BumpDataset
+from diffcomp.config import ConfigError
+
+
+def grid_dataset_name(increment: float, sigma: float) -> str:
+    return f"inc{increment:g}_sig{sigma:g}"
+
+
+def dataset_specs(section: dict) -> dict[str, dict]:
+    """Every dataset of the study by name: the grid's, then the named ones, as plain dicts."""
+    specs: dict[str, dict] = {}
+
+    def add(name, increment, sigma, holes, where):
+        if name in specs:
+            raise ConfigError(f"{where}: dataset name {name!r} is used twice")
+        inc = increment if isinstance(increment, list) else [increment, increment]
+        specs[name] = {
+            "name": name,
+            "increment_x": float(inc[0]),
+            "increment_y": float(inc[1]),
+            "sigma": sigma,
+            "holes": holes,
+        }
+
+    grid = section.get("grid", {})
+    for increment in grid.get("increments", []):
+        for sigma in grid.get("sigmas", []):
+            add(grid_dataset_name(increment, sigma), increment, sigma, [], "bumps.grid")
+    for k, entry in enumerate(section.get("datasets", [])):
+        add(entry["name"], entry["increment"], entry["sigma"], entry.get("holes", []), f"bumps.datasets[{k}]")
+    return specs
+
+
+def dataset(section: dict, name: str) -> BumpDataset:
+    return BumpDataset.from_config(dataset_specs(section)[name], section["image_size"])
+
+
+def check_bumps(section: dict) -> None:
+    """Rules the schema cannot express; each message names the key."""
+    size = section["image_size"]
+    specs = dataset_specs(section)
+    if not specs:
+        raise ConfigError("bumps: no datasets configured (bumps.grid and bumps.datasets are both empty)")
+    for name, spec in specs.items():
+        for axis in ("x", "y"):
+            if spec[f"increment_{axis}"] > size:
+                raise ConfigError(
+                    f"bumps dataset {name!r}: increment_{axis} = {spec[f'increment_{axis}']} is larger than "
+                    f"the canvas (bumps.image_size = {size})"
+                )
+        try:
+            BumpDataset.from_config(spec, size).validate()
+        except ValueError as err:
+            raise ConfigError(f"bumps dataset {name!r}: {err}") from None

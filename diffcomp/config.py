@@ -1,0 +1,88 @@
+"""Configuration: JSON-schema validation with defaults, semantic checks, and the expanded run lists.
+
+Everything here runs when the Snakefile is parsed, before any job, so a bad value stops the
+workflow at once with a message naming the key and the rule it breaks.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from importlib import resources
+
+import jsonschema
+import yaml
+
+SECTIONS = ("bumps", "relational")
+
+
+class ConfigError(ValueError):
+    """A configuration value breaks the schema or a semantic rule."""
+
+
+@cache
+def load_schema(name: str) -> dict:
+    text = resources.files("diffcomp.schemas").joinpath(f"{name}.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    """A validator that fills in `default` values while validating (the jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_path(prefix: str, path) -> str:
+    out = prefix
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def validate_section(instance: dict, schema_name: str, prefix: str = "") -> dict:
+    """Validate (and fill defaults into) ``instance`` in place; raise ConfigError listing every problem."""
+    schema = load_schema(schema_name)
+    validator = _Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for error in errors:
+            # oneOf/anyOf errors are clearer through their best sub-error
+            best = jsonschema.exceptions.best_match([error])
+            lines.append(f"  {_key_path(prefix, best.absolute_path)}: {best.message}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    return instance
+
+
+def validate_config(config: dict) -> dict:
+    """Validate a whole workflow config; returns a deep copy with defaults filled in."""
+    config = copy.deepcopy(dict(config))
+    validate_section(config, "config")
+    if "bumps" in config:
+        validate_section(config["bumps"], "bumps", "bumps")
+        from diffcomp.bumps.config import check_bumps
+
+        check_bumps(config["bumps"])
+    if "relational" in config:
+        validate_section(config["relational"], "relational", "relational")
+        from diffcomp.relational.config import check_relational
+
+        check_relational(config["relational"])
+    return config
+
+
+def load_config(path) -> dict:
+    """Read a YAML config file and validate it (for use outside Snakemake)."""
+    with open(path) as handle:
+        return validate_config(yaml.safe_load(handle) or {})

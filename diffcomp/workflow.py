@@ -1,0 +1,33 @@
+"""Glue for the thin rule scripts in scripts/: logging into the rule's log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+
+@contextlib.contextmanager
+def rule_logging(snakemake):
+    """Send logging, stdout and stderr (tqdm, warnings, tracebacks) of a rule script to its log file.
+
+    The traceback of a failing script is written to the log before the exception propagates, so
+    Snakemake's error report and the log both show it.
+    """
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    if log_path is None:
+        yield logging.getLogger("diffcomp")
+        return
+    with open(log_path, "w", buffering=1) as handle:
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = handle
+        logging.basicConfig(
+            stream=handle, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
+        )
+        try:
+            yield logging.getLogger("diffcomp")
+        except BaseException:
+            logging.getLogger("diffcomp").exception("rule %s failed", snakemake.rule)
+            raise
+        finally:
+            sys.stdout, sys.stderr = saved

@@ -1,0 +1,52 @@
+# Shared helpers: config validation, the expanded dataset/run lists, the targets of `rule all`.
+import os
+import re
+import sys
+
+# Rule scripts import the diffcomp package from this checkout, also inside conda envs and on
+# cluster nodes where it is not pip-installed.
+sys.path.insert(0, workflow.basedir)
+# (update() because this sets the variable for the jobs; nothing here reads it.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+    )
+)
+
+from snakemake.exceptions import WorkflowError
+
+from diffcomp.config import ConfigError, validate_config
+from diffcomp.bumps.config import dataset_specs
+
+try:
+    config.update(validate_config(config))
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+RESULTS = "results"
+LOGS = f"{RESULTS}/logs"
+
+BUMPS = config.get("bumps")
+BUMP_DATASETS = dataset_specs(BUMPS) if BUMPS else {}
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, BUMP_DATASETS)) or "NONE",
+    seed=r"\d+",
+
+
+def bump_dataset_params(wildcards):
+    """Everything that defines a dataset's content: a change reruns its rules."""
+    return {"image_size": BUMPS["image_size"], **BUMP_DATASETS[wildcards.dataset]}
+
+
+def all_targets():
+    targets = []
+    if BUMPS:
+        targets += expand(
+            f"{RESULTS}/bumps/datasets/{{dataset}}/{{file}}",
+            dataset=BUMP_DATASETS,
+            file=["labels.csv", "preview.png", "audit.json"],
+        )
+    return targets

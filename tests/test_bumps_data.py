@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+
+from diffcomp.bumps import BumpDataset, Hole, render, tile
+from diffcomp.bumps.audit import audit, marginal_coverage, neighbour_overlap
+from diffcomp.bumps.data import grid_values, read_labels
+
+
+def test_render_matches_formula_and_convention():
+    size, mu, sigma = 8, (3.0, 6.0), (1.0, 2.0)
+    img = render([mu], size, sigma)[0]
+    assert img.dtype == np.float32 and img.shape == (size, size)
+    for j in range(size):  # row -> y = j + 1
+        for i in range(size):  # column -> x = i + 1
+            x, y = i + 1, j + 1
+            expected = 1 - np.exp(-((x - mu[0]) ** 2) / (4 * sigma[0] ** 2) - (y - mu[1]) ** 2 / (4 * sigma[1] ** 2))
+            assert img[j, i] == pytest.approx(expected, abs=1e-6)
+    # The darkest pixel is column mu_x - 1, row mu_y - 1; (1, 1) is top-left.
+    assert np.unravel_index(img.argmin(), img.shape) == (5, 2)
+    assert render([[1, 1]], size, 1.0)[0, 0, 0] == 0.0
+
+
+def test_render_range_and_scalar_sigma():
+    imgs = render(np.random.default_rng(0).uniform(0, 32, (50, 2)), 32, 0.7)
+    assert imgs.shape == (50, 32, 32)
+    assert imgs.min() >= 0 and imgs.max() <= 1
+
+
+def test_render_rejects_bad_sigma():
+    with pytest.raises(ValueError, match="sigma"):
+        render([[1, 1]], 8, 0.0)
+
+
+@pytest.mark.parametrize(("increment", "size", "count"), [(1.0, 32, 33), (0.1, 32, 321), (2.0, 16, 9), (3.0, 16, 6)])
+def test_grid_counts(increment, size, count):
+    values = grid_values(increment, size)
+    assert len(values) == count
+    assert values[0] == 0 and values[-1] <= size
+
+
+def test_tile_counts_paper_sizes():
+    assert len(tile(1.0, 1.0, 32)) == 1089
+    assert len(tile(0.1, 0.1, 32)) == 103041
+    assert len(tile(0.5, 2.0, 16)) == 33 * 9
+
+
+def test_tile_rejects_bad_increment():
+    with pytest.raises(ValueError, match="larger than the canvas"):
+        tile(40.0, 1.0, 32)
+    with pytest.raises(ValueError, match="> 0"):
+        tile(0.0, 1.0, 32)
+
+
+def test_holes_split_labels():
+    disc = Hole(name="c", shape="disc", center=(16.0, 16.0), radius=3.0)
+    rect = Hole(name="r", shape="rect", x=(0.0, 4.0), y=(0.0, 4.0))
+    ds = BumpDataset("d", 32, 1.0, 1.0, (1.0, 1.0), (disc, rect))
+    table = ds.labels()
+    ood = table[table.split == "ood"]
+    # disc of radius 3 on the integer grid: 29 points; 5x5 corner square: 25 points
+    assert len(ood) == 29 + 25
+    d2 = (ood.mu_x - 16) ** 2 + (ood.mu_y - 16) ** 2
+    assert ((d2 <= 9) | ((ood.mu_x <= 4) & (ood.mu_y <= 4))).all()
+
+
+def test_paper_central_hole_fraction():
+    # A central disc of radius 5.7 removes about 10% of label space.
+    ds = BumpDataset("d", 32, 0.5, 0.5, (1.0, 1.0), (Hole(name="c", shape="disc", center=(16, 16), radius=5.7),))
+    frac = (ds.labels().split == "ood").mean()
+    assert 0.09 < frac < 0.11
+
+
+def test_hole_validation():
+    outside = BumpDataset("d", 16, 1.0, 1.0, (1.0, 1.0), (Hole(name="o", shape="disc", center=(15, 8), radius=3),))
+    with pytest.raises(ValueError, match="outside the canvas"):
+        outside.validate()
+    everything = BumpDataset("d", 16, 1.0, 1.0, (1.0, 1.0), (Hole(name="a", shape="rect", x=(0, 16), y=(0, 16)),))
+    with pytest.raises(ValueError, match="cover every label"):
+        everything.validate()
+    between = BumpDataset("d", 16, 4.0, 4.0, (1.0, 1.0), (Hole(name="b", shape="rect", x=(1, 3), y=(1, 3)),))
+    with pytest.raises(ValueError, match="no grid label"):
+        between.validate()
+
+
+def test_marginal_coverage():
+    even = marginal_coverage(np.arange(16) + 0.5, 16)
+    assert even["counts"] == [1] * 16 and even["normalised_entropy"] == pytest.approx(1.0)
+    one_bin = marginal_coverage(np.full(10, 3.2), 16)
+    assert one_bin["normalised_entropy"] == 0 and one_bin["empty_bins"] == 15
+    # A label at exactly S lands in the last bin.
+    assert marginal_coverage(np.array([16.0]), 16)["counts"][-1] == 1
+
+
+def test_neighbour_overlap_limits():
+    assert neighbour_overlap(32, 1.0, (0.0, 0.0)) == pytest.approx(1.0)
+    near, far = neighbour_overlap(32, 1.0, (0.5, 0.0)), neighbour_overlap(32, 1.0, (4.0, 0.0))
+    assert 1.0 > near > far > 0.0
+    # sqrt(a b) is a bump at the midpoint scaled by exp(-d^2 / (16 s^2)), so that is the ratio.
+    assert neighbour_overlap(32, 1.0, (1.0, 0.0)) == pytest.approx(np.exp(-1 / 16), abs=1e-6)
+
+
+def test_audit_counts(tmp_path):
+    ds = BumpDataset("d", 16, 0.5, 2.0, (1.0, 1.0), (Hole(name="c", shape="disc", center=(8, 8), radius=1.8),))
+    table = ds.labels()
+    path = tmp_path / "labels.csv"
+    table.to_csv(path, index=False)
+    report = audit(ds, read_labels(path))
+    assert report["n_images"] == 33 * 9
+    assert report["n_train"] + report["n_ood"] == report["n_images"]
+    assert report["hole_fraction"] == pytest.approx(report["n_ood"] / report["n_images"])
+    assert sum(report["coverage_x"]["counts"]) == report["n_train"]
+    assert report["neighbour_overlap_x"] > report["neighbour_overlap_y"]
+
+
+def test_read_labels_rejects_bad_csv(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("mu_x,split\n1,train\n")
+    with pytest.raises(ValueError, match="missing column"):
+        read_labels(path)
+    path.write_text("mu_x,mu_y,split\n1,2,test\n")
+    with pytest.raises(ValueError, match="unknown split"):
+        read_labels(path)

@@ -1,0 +1,72 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffcomp.bumps.config import dataset_specs
+from diffcomp.config import ConfigError, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quick() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config.paper.yaml"])
+def test_shipped_configs_are_valid(name):
+    config = load_config(REPO / name)
+    assert dataset_specs(config["bumps"])
+
+
+def test_defaults_are_filled_in():
+    config = validate_config({"bumps": {"grid": {"increments": [1.0], "sigmas": [1.0]}}})
+    assert config["seed"] == 0
+    assert config["bumps"]["image_size"] == 32
+    assert config["bumps"]["seeds"] == [0]
+
+
+def test_grid_expands_to_named_datasets():
+    specs = dataset_specs({"grid": {"increments": [0.5, 1.0], "sigmas": [1.0, 2.0]}, "datasets": []})
+    assert sorted(specs) == ["inc0.5_sig1", "inc0.5_sig2", "inc1_sig1", "inc1_sig2"]
+
+
+def _broken(edit):
+    config = quick()
+    edit(config)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["bumps"]["grid"].update(increments=[0.0]), r"bumps\.grid\.increments\[0\].*less than or equal"),
+        (lambda c: c["bumps"]["grid"].update(increments=[-1]), r"bumps\.grid\.increments\[0\]"),
+        (lambda c: c["bumps"]["grid"].update(increments=[40.0]), r"increment_x = 40.0 is larger than the canvas"),
+        (lambda c: c["bumps"]["grid"].update(sigmas=[0]), r"bumps\.grid\.sigmas\[0\]"),
+        (lambda c: c["bumps"]["datasets"][0].update(sigma=-1.0), r"bumps\.datasets\[0\]\.sigma"),
+        (lambda c: c["bumps"].update(image_size="16"), r"bumps\.image_size: '16' is not of type 'integer'"),
+        (lambda c: c["bumps"].update(learning_rate=1), r"Additional properties.*'learning_rate'"),
+        (lambda c: c.update(bumpz={}), r"<top level>: Additional properties.*'bumpz'"),
+        (
+            lambda c: c["bumps"]["datasets"][2]["holes"][0].update(center=[15.5, 8.0]),
+            r"hole 'centre' reaches outside the canvas",
+        ),
+        (
+            lambda c: c["bumps"]["datasets"][2]["holes"].append(
+                {"name": "all", "shape": "rect", "x": [0, 16], "y": [0, 16]}
+            ),
+            r"cover every label",
+        ),
+        (
+            lambda c: c["bumps"]["datasets"][2]["holes"].append({"name": "bad", "shape": "rect", "center": [1, 1]}),
+            r"bumps\.datasets\[2\]\.holes\[1\]",
+        ),
+        (lambda c: c["bumps"]["datasets"].append(copy.deepcopy(c["bumps"]["datasets"][0])), r"used twice"),
+        (lambda c: c["bumps"].update(seeds=[0, 0]), r"bumps\.seeds.*non-unique"),
+    ],
+)
+def test_bad_values_name_key_and_rule(edit, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(_broken(edit))
