@@ -49,4 +49,6 @@ def all_targets():
             dataset=BUMP_DATASETS,
             file=["labels.csv", "preview.png", "audit.json"],
         )
+    if "relational" in config:
+        targets += relational_targets()
     return targets
