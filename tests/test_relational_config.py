@@ -1,0 +1,93 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffcomp.config import ConfigError, load_config, load_schema, validate_config
+from diffcomp.relational.config import split_specs, vocab_sizes
+from diffcomp.relational.splits import FAMILIES, Split
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quick_section() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())["relational"]
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config.paper.yaml"])
+def test_shipped_sections_build_every_split(name):
+    section = load_config(REPO / name)["relational"]
+    specs = split_specs(section)
+    assert specs and vocab_sizes(section)
+    families = {spec["family"] for spec in specs.values()}
+    assert families == set(FAMILIES)  # each shipped config shows every family
+    for spec in specs.values():
+        train, test = Split.from_config(spec).triples()
+        assert len(train) and len(test)
+
+
+def test_defaults_are_filled_in():
+    config = validate_config({"relational": {"splits": [{"name": "b", "family": "bipartite", "vocab_size": 10}]}})
+    assert config["relational"]["icon_size"] == 32
+    assert config["relational"]["preview_count"] == 12
+    assert config["relational"]["splits"][0]["seed"] == 0
+
+
+def test_schema_families_match_the_library_and_every_key_is_described():
+    schema = load_schema("relational")
+    assert set(schema["$defs"]["split"]["properties"]["family"]["enum"]) == set(FAMILIES)
+
+    def undescribed(properties, where):
+        for key, sub in properties.items():
+            if "description" not in sub:
+                yield f"{where}.{key}"
+            yield from undescribed(sub.get("properties", {}), f"{where}.{key}")
+
+    missing = [
+        *undescribed(schema["properties"], "relational"),
+        *undescribed(schema["$defs"]["split"]["properties"], "split"),
+    ]
+    assert not missing
+    assert schema["additionalProperties"] is False and schema["$defs"]["split"]["additionalProperties"] is False
+
+
+def _broken(edit):
+    section = quick_section()
+    edit(section)
+    return {"relational": section}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s["splits"][0].update(m=15), r"relational\.splits\[0\]\.m \(split 'band'\): m = 15 is too large"),
+        (
+            lambda s: s["splits"][0].pop("m"),
+            r"relational\.splits\[0\] \(split 'band'\): family 'band' needs parameter 'm'",
+        ),
+        (
+            lambda s: s["splits"][2].update(m=3),
+            r"relational\.splits\[2\]\.m \(split 'bipartite'\): .*takes no parameters",
+        ),
+        (lambda s: s["splits"][6].update(size=1740), r"relational\.splits\[6\]\.size .*between 1 and 1739"),
+        (
+            lambda s: s["splits"].append(copy.deepcopy(s["splits"][1])),
+            r"relational\.splits\[7\]\.name: split name 'upper_triangle' is used twice "
+            r"\(first at relational\.splits\[1\]\)",
+        ),
+        (lambda s: s["splits"][1].update(vocab_size=500), r"relational\.splits\[1\]\.vocab_size: 500 nouns requested"),
+        (
+            lambda s: s["splits"][1].update(vocab_size=1),
+            r"relational\.splits\[1\]\.vocab_size: 1 is less than the minimum of 2",
+        ),
+        (lambda s: s["splits"][0].update(family="spiral"), r"relational\.splits\[0\]\.family: 'spiral' is not one of"),
+        (lambda s: s["splits"][0].update(name="a/b"), r"relational\.splits\[0\]\.name: 'a/b' does not match"),
+        (lambda s: s.update(icon_size=8), r"relational\.icon_size: 8 is less than the minimum of 16"),
+        (lambda s: s.update(colour="red"), r"relational: Additional properties .*'colour'"),
+        (lambda s: s.update(splits=[]), r"relational\.splits: \[\] should be non-empty"),
+    ],
+)
+def test_bad_values_name_key_and_rule(edit, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(_broken(edit))
