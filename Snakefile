@@ -10,6 +10,7 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/bumps_data.smk"
+include: "rules/bumps_train.smk"
 include: "rules/relational.smk"
 
 

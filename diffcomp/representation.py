@@ -5,19 +5,47 @@ from __future__ import annotations
 import numpy as np
 
 
+def _cache_umap_compilation() -> None:
+    """Turn on numba's on-disk cache for umap-learn's jitted functions.
+
+    umap-learn compiles them without ``cache=True``, so every new process pays the compilation
+    again; ``Dispatcher.enable_caching`` stores the machine code (in ``__pycache__`` beside
+    umap's sources, or ``NUMBA_CACHE_DIR``) so only the first process on a machine does.
+    """
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+    from umap import layouts, umap_
+
+    for module in (umap_, layouts):
+        for value in vars(module).values():
+            if isinstance(value, Dispatcher) and isinstance(value._cache, NullCache):
+                value.enable_caching()
+
+
 def umap_embedding(activations: np.ndarray, seed: int, n_neighbors: int = 15, n_components: int = 3):
     """UMAP (umap-learn) of an (N, D) matrix to (N, n_components), seeded for reproducibility.
 
     A fixed random_state makes umap-learn run single-threaded; that is the price of determinism.
+    The exact k-nearest-neighbour graph comes from scikit-learn and is handed to UMAP as
+    ``precomputed_knn``: for the few thousand points of a checkpoint it is fast, and it skips
+    pynndescent, whose numba compilation is most of the ~20-40 s a first UMAP fit costs in a
+    fresh process (bench/bench_bumps.py measures it).
     """
     import umap
+    from sklearn.neighbors import NearestNeighbors
+
+    _cache_umap_compilation()
 
     activations = np.asarray(activations, dtype=np.float32).reshape(len(activations), -1)
     if len(activations) <= n_components + 1:
         raise ValueError(f"UMAP needs more than {n_components + 1} points, got {len(activations)}")
+    n_neighbors = min(n_neighbors, len(activations) - 1)
+    # kneighbors on the fitted set returns each point as its own first neighbour, as UMAP expects.
+    knn_dists, knn_indices = NearestNeighbors(n_neighbors=n_neighbors).fit(activations).kneighbors(activations)
     reducer = umap.UMAP(
         n_components=n_components,
-        n_neighbors=min(n_neighbors, len(activations) - 1),
+        n_neighbors=n_neighbors,
+        precomputed_knn=(knn_indices, knn_dists.astype(np.float32), None),
         random_state=seed,
         # The spectral initialisation fails on tiny or degenerate inputs; random init is seeded too.
         init="spectral" if len(activations) > 4 * n_components else "random",

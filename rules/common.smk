@@ -17,6 +17,7 @@ from snakemake.exceptions import WorkflowError
 
 from diffcomp.config import ConfigError, validate_config
 from diffcomp.bumps.config import dataset_specs
+from diffcomp.bumps.train import semantic_config
 
 try:
     config.update(validate_config(config))
@@ -41,6 +42,20 @@ def bump_dataset_params(wildcards):
     return {"image_size": BUMPS["image_size"], **BUMP_DATASETS[wildcards.dataset]}
 
 
+def bump_run_definition(wildcards):
+    """What determines a run's weights (dataset, seed, model, diffusion, training): a change retrains."""
+    return semantic_config(BUMPS, bump_dataset_params(wildcards), int(wildcards.seed))
+
+
+def bump_run_files(name):
+    """One file per (dataset, seed) run of the bump study."""
+    return expand(
+        f"{RESULTS}/bumps/runs/{{dataset}}/seed{{seed}}/{name}",
+        dataset=BUMP_DATASETS,
+        seed=BUMPS["seeds"],
+    )
+
+
 def all_targets():
     targets = []
     if BUMPS:
@@ -49,6 +64,7 @@ def all_targets():
             dataset=BUMP_DATASETS,
             file=["labels.csv", "preview.png", "audit.json"],
         )
+        targets.append(f"{RESULTS}/bumps/metrics.csv")
     if "relational" in config:
         targets += relational_targets()
     return targets

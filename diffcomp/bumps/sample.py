@@ -1,0 +1,125 @@
+"""Sampling at every kept checkpoint of a run, recording a hidden layer's activations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from diffcomp.bumps.data import read_labels
+from diffcomp.bumps.model import BumpDenoiser, hook_activations, sampling_scheduler
+from diffcomp.bumps.train import load_snapshot, read_snapshots, resolve_device
+from diffcomp.io import atomic_path
+
+log = logging.getLogger("diffcomp.sample")
+
+
+def sampling_labels(table: pd.DataFrame, num_train: int, num_ood: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels to condition on: drawn from the training labels, plus held-out labels if there is a hole.
+
+    Drawn without replacement while there are enough labels. The same labels are used at every
+    checkpoint of a run so that checkpoints differ only by the weights.
+    """
+    rng = np.random.default_rng(seed)
+    parts, splits = [], []
+    for split, count in (("train", num_train), ("ood", num_ood)):
+        pool = table.loc[table["split"] == split, ["mu_x", "mu_y"]].to_numpy(np.float32)
+        if len(pool) == 0:
+            continue
+        chosen = rng.choice(len(pool), size=count, replace=count > len(pool))
+        parts.append(pool[chosen])
+        splits += [split] * count
+    return np.concatenate(parts), np.array(splits)
+
+
+@torch.no_grad()
+def generate(
+    model: BumpDenoiser,
+    scheduler,
+    labels: np.ndarray,
+    *,
+    num_inference_steps: int,
+    batch_size: int,
+    seed: int,
+    hidden: torch.nn.Module,
+    activation_step: int,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the reverse chain for every label; returns images in [0, 1] (N, S, S) and activations (N, D)."""
+    model.eval()
+    size = model.image_size
+    scheduler.set_timesteps(num_inference_steps)
+    timesteps = scheduler.timesteps
+    record_at = timesteps[activation_step].item()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    images, activations = [], []
+    store, active = [], [False]
+    handle = hook_activations(hidden, store, active)
+    try:
+        for start in range(0, len(labels), batch_size):
+            batch = torch.from_numpy(labels[start : start + batch_size]).to(device)
+            x = torch.randn((len(batch), 1, size, size), generator=generator, device=device)
+            for t in timesteps:
+                active[0] = t.item() == record_at
+                eps = model(x, t.expand(len(batch)).to(device), batch)
+                x = scheduler.step(eps, t, x, generator=generator).prev_sample
+            active[0] = False
+            images.append(((x.clamp(-1, 1) + 1) / 2).squeeze(1).float().cpu().numpy())
+            activations.append(store.pop().numpy())
+    finally:
+        handle.remove()
+    return np.concatenate(images), np.concatenate(activations)
+
+
+def sample_run(run: dict, sampling: dict, runtime: dict, labels_csv, train_dir, out_dir) -> list[Path]:
+    """Sample every checkpoint of a finished run into ``out_dir/step{N}.npz``; returns the files written.
+
+    ``run`` is the run's definition (diffcomp.bumps.train.semantic_config), ``sampling`` the
+    config's sampling section, ``runtime`` its device/threads. Each file holds images (float16,
+    [0, 1]), labels (float32), split ('train'/'ood') and the hidden-layer activations (float16).
+    """
+    device = resolve_device(runtime["device"])
+    torch.set_num_threads(runtime["threads"])
+    table = read_labels(labels_csv)
+    seed = run["seed"]
+    labels, splits = sampling_labels(table, sampling["num_samples"], sampling["num_samples_ood"], seed)
+    snapshots = read_snapshots(train_dir)
+    model = BumpDenoiser.from_config(run).to(device)
+    hidden = model.hidden_module(run["model"]["hidden_layer"])
+    if sampling["sampler"] == "ddim":
+        steps = sampling["num_inference_steps"]
+    else:
+        steps = run["diffusion"]["num_train_timesteps"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for step, path in snapshots:
+        load_snapshot(path, model)
+        images, activations = generate(
+            model,
+            sampling_scheduler(run["diffusion"], sampling["sampler"]),
+            labels,
+            num_inference_steps=steps,
+            batch_size=sampling["batch_size"],
+            # the same noise at every checkpoint: differences come from the weights alone
+            seed=seed * 1_000_003 + 7,
+            hidden=hidden,
+            activation_step=sampling["activation_step"],
+            device=device,
+        )
+        target = out_dir / f"step{step:09d}.npz"
+        with atomic_path(target) as tmp:
+            np.savez_compressed(
+                tmp,
+                images=images.astype(np.float16),
+                labels=labels,
+                split=splits,
+                activations=activations.astype(np.float16),
+                step=np.int64(step),
+            )
+        written.append(target)
+        log.info("step %d: %d samples -> %s", step, len(labels), target)
+    return written

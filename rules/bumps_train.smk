@@ -1,0 +1,73 @@
+# Gaussian-bump study: training, sampling at every checkpoint, evaluation (three jobs per run).
+
+
+rule bumps_train:
+    input:
+        labels=rules.bumps_dataset.output.labels,
+    output:
+        directory(f"{RESULTS}/bumps/runs/{{dataset}}/seed{{seed}}/train"),
+    log:
+        f"{LOGS}/bumps/train/{{dataset}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/bumps/train/{{dataset}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: BUMPS["training"]["threads"] if BUMPS else 1
+    params:
+        run=bump_run_definition,
+    script:
+        "../scripts/bumps_train.py"
+
+
+rule bumps_sample:
+    input:
+        labels=rules.bumps_dataset.output.labels,
+        train=rules.bumps_train.output[0],
+    output:
+        directory(f"{RESULTS}/bumps/runs/{{dataset}}/seed{{seed}}/samples"),
+    log:
+        f"{LOGS}/bumps/sample/{{dataset}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/bumps/sample/{{dataset}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: BUMPS["training"]["threads"] if BUMPS else 1
+    params:
+        run=bump_run_definition,
+        sampling=BUMPS["sampling"] if BUMPS else {},
+    script:
+        "../scripts/bumps_sample.py"
+
+
+rule bumps_evaluate:
+    input:
+        samples=rules.bumps_sample.output[0],
+    output:
+        metrics=f"{RESULTS}/bumps/runs/{{dataset}}/seed{{seed}}/metrics.csv",
+        embeddings=f"{RESULTS}/bumps/runs/{{dataset}}/seed{{seed}}/embeddings.npz",
+    log:
+        f"{LOGS}/bumps/evaluate/{{dataset}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/bumps/evaluate/{{dataset}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/eval.yaml"
+    params:
+        spec=bump_dataset_params,
+        seed=lambda wc: int(wc.seed),
+        evaluation=BUMPS["evaluation"] if BUMPS else {},
+    script:
+        "../scripts/bumps_evaluate.py"
+
+
+rule bumps_metrics:
+    input:
+        lambda wc: bump_run_files("metrics.csv"),
+    output:
+        f"{RESULTS}/bumps/metrics.csv",
+    log:
+        f"{LOGS}/bumps/metrics.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/bumps_metrics.py"
