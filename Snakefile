@@ -11,6 +11,7 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/bumps_data.smk"
 include: "rules/bumps_train.smk"
+include: "rules/bumps_figures.smk"
 include: "rules/relational.smk"
 
 

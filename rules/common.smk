@@ -56,6 +56,48 @@ def bump_run_files(name):
     )
 
 
+def _figure_options():
+    """bumps.figures with its nulls resolved against the configured datasets."""
+    if not BUMPS:
+        return {}
+    options = dict(BUMPS["figures"])
+    grid = BUMPS["grid"]
+    if options["phases_run"] is None:
+        first = next(iter(BUMP_DATASETS))
+        options["phases_run"] = f"{first}_seed{BUMPS['seeds'][0]}"
+    if options["diagram_sigma"] is None:
+        options["diagram_sigma"] = (grid["sigmas"] or [1.0])[0]
+    return options
+
+
+BUMP_FIGURE_OPTIONS = _figure_options()
+
+
+def bump_phases_run_file(name):
+    dataset, _, seed = BUMP_FIGURE_OPTIONS["phases_run"].rpartition("_seed")
+    return f"{RESULTS}/bumps/runs/{dataset}/seed{seed}/{name}"
+
+
+def bump_hole_datasets():
+    return [name for name, spec in BUMP_DATASETS.items() if spec["holes"]]
+
+
+def bump_hole_samples():
+    """Samples of the first seed of each dataset with a hole (for the hole panels)."""
+    seed = BUMPS["seeds"][0]
+    return [
+        f"{RESULTS}/bumps/runs/{name}/seed{seed}/samples"
+        for name in bump_hole_datasets()
+    ]
+
+
+def bump_hole_panels():
+    return {
+        name: (samples, BUMP_DATASETS[name]["holes"])
+        for name, samples in zip(bump_hole_datasets(), bump_hole_samples())
+    }
+
+
 def all_targets():
     targets = []
     if BUMPS:
@@ -65,6 +107,11 @@ def all_targets():
             file=["labels.csv", "preview.png", "audit.json"],
         )
         targets.append(f"{RESULTS}/bumps/metrics.csv")
+        targets += expand(
+            f"{RESULTS}/bumps/figures/{{kind}}.{{ext}}",
+            kind=["phases", "phase_diagram", "sigma", "imbalance", "holes"],
+            ext=["png", "pdf"],
+        )
     if "relational" in config:
         targets += relational_targets()
     return targets
