@@ -29,7 +29,7 @@ test: venv
 	$(BIN)/ruff format --check diffcomp scripts tests bench
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -m "not slurm"
 
 test-slurm: venv
 	bash tests/slurm/run_slurm_test.sh

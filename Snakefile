@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default; a --configfile (e.g. the SLURM profile's config.paper.yaml) replaces it
+# instead of being merged on top of it, so no quick-scale value leaks into a paper-scale run.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

@@ -37,7 +37,7 @@ rule bumps_figure_metrics:
     output:
         report(
             multiext(f"{RESULTS}/bumps/figures/{{kind}}", ".png", ".pdf"),
-            caption="../report/bumps_{kind}.rst",
+            caption="../report/bumps_metric_figure.rst",
             category="Gaussian bumps",
             subcategory="Figures",
         ),

@@ -81,6 +81,7 @@ rule relational_audit_table:
         f"{RESULTS}/relational/audit.csv",
     log:
         f"{LOGS}/relational/audit_table.log",
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:
@@ -101,6 +102,7 @@ rule relational_audit_figure:
         ),
     log:
         f"{LOGS}/relational/audit_figure.log",
+    localrule: True
     conda:
         "../envs/data.yaml"
     script:

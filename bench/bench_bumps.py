@@ -1,0 +1,214 @@
+"""Benchmarks of the bump study, each comparison measured within one run (the machines are shared).
+
+    python bench/bench_bumps.py [--config config.yaml] [--steps 100] [--figure-set] [--json OUT]
+
+1. Training throughput: the pipeline's train_run vs a bare PyTorch loop (same model, batch,
+   optimiser, loss), interleaved in rounds so load changes hit both alike.
+2. Sampling: DDIM-k vs the full DDPM chain for the same model and labels.
+3. Label prediction (Algorithm 1) throughput, images/s.
+4. Evaluation per checkpoint: the first UMAP fit in a fresh process (numba compile or cache)
+   and later fits.
+5. (--figure-set) the quick figure set's wall time: `snakemake --cores 2` in a fresh folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from diffcomp.bumps.config import dataset_specs  # noqa: E402
+from diffcomp.bumps.data import BumpDataset, render, tile  # noqa: E402
+from diffcomp.bumps.evaluate import predict_positions  # noqa: E402
+from diffcomp.bumps.model import BumpDenoiser, noise_scheduler, render_torch, sampling_scheduler  # noqa: E402
+from diffcomp.bumps.sample import generate  # noqa: E402
+from diffcomp.bumps.train import RUNTIME_KEYS, resolve_device, semantic_config, train_run  # noqa: E402
+from diffcomp.config import load_config  # noqa: E402
+from diffcomp.io import write_csv  # noqa: E402
+
+
+def bare_loop_seconds(section: dict, labels: np.ndarray, steps: int, device: torch.device) -> float:
+    """The minimal training loop: render, noise, predict, MSE, AdamW. Seconds for ``steps`` steps."""
+    torch.manual_seed(0)
+    model = BumpDenoiser.from_config(section).to(device)
+    scheduler = noise_scheduler(section)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=section["training"]["learning_rate"])
+    train_labels = torch.from_numpy(labels).to(device)
+    sigma = tuple(np.broadcast_to(section["bench_sigma"], 2).tolist())
+    batch = section["training"]["batch_size"]
+    alphas = scheduler.alphas_cumprod.to(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        y = train_labels[torch.randint(len(train_labels), (batch,), device=device)]
+        clean = render_torch(y, section["image_size"], sigma) * 2 - 1
+        noise = torch.randn_like(clean)
+        t = torch.randint(len(alphas), (batch,), device=device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        loss = F.mse_loss(model(a.sqrt() * clean + (1 - a).sqrt() * noise, t, y), noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    loss.item()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def bench_training(section, spec, steps, rounds, tmp: Path) -> dict:
+    """Pipeline vs bare loop, alternating rounds; the pipeline includes EMA, logging and checkpoints."""
+    device = resolve_device(section["training"]["device"])
+    torch.set_num_threads(section["training"]["threads"])
+    dataset = BumpDataset.from_config(spec, section["image_size"])
+    table = dataset.labels()
+    write_csv(tmp / "labels.csv", table)
+    labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
+    section = {**section, "bench_sigma": list(dataset.sigma)}
+    pipeline, bare = [], []
+    for r in range(rounds):
+        run_section = copy.deepcopy(section)
+        run_section["training"].update(steps=steps, checkpoint_every=max(1, steps // 2))
+        run = semantic_config(run_section, spec, seed=r)
+        runtime = {k: run_section["training"][k] for k in RUNTIME_KEYS}
+        summary = train_run(run, runtime, tmp / "labels.csv", tmp / f"round{r}" / "train")
+        pipeline.append(summary["seconds_this_job"])
+        bare.append(bare_loop_seconds(section, labels, steps, device))
+    p, b = float(np.median(pipeline)), float(np.median(bare))
+    return {
+        "device": str(device),
+        "steps": steps,
+        "pipeline_steps_per_s": steps / p,
+        "bare_steps_per_s": steps / b,
+        "pipeline_vs_bare": b / p,
+    }
+
+
+def bench_sampling(section, n: int, ddim_steps: int) -> dict:
+    device = resolve_device(section["training"]["device"])
+    model = BumpDenoiser.from_config(section).to(device)
+    hidden = model.hidden_module(section["model"]["hidden_layer"])
+    labels = np.random.default_rng(0).uniform(0, section["image_size"], (n, 2)).astype(np.float32)
+    out = {}
+    for sampler, k in (("ddim", ddim_steps), ("ddpm", section["diffusion"]["num_train_timesteps"])):
+        start = time.perf_counter()
+        generate(
+            model,
+            sampling_scheduler(section["diffusion"], sampler),
+            labels,
+            num_inference_steps=k,
+            batch_size=n,
+            seed=0,
+            hidden=hidden,
+            activation_step=-1,
+            device=device,
+        )
+        out[f"{sampler}_{k}_seconds"] = time.perf_counter() - start
+    out["samples"] = n
+    ddim_key = next(key for key in out if key.startswith("ddim"))
+    ddpm_key = next(key for key in out if key.startswith("ddpm"))
+    out["ddpm_over_ddim"] = out[ddpm_key] / out[ddim_key]
+    return out
+
+
+def bench_prediction(size: int) -> dict:
+    labels = tile(0.1, 0.1, size)
+    images = render(labels, size, 1.0)
+    start = time.perf_counter()
+    predict_positions(images)
+    seconds = time.perf_counter() - start
+    return {"images": len(images), "seconds": seconds, "images_per_s": len(images) / seconds}
+
+
+EVAL_SNIPPET = """
+import time, numpy as np, sys, warnings
+warnings.filterwarnings("ignore")
+t0 = time.perf_counter()
+from diffcomp.representation import umap_r2
+n, d = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(n, d)).astype(np.float32), rng.uniform(0, 32, (n, 2))
+t1 = time.perf_counter(); umap_r2(x, y, seed=0); t2 = time.perf_counter(); umap_r2(x, y, seed=1)
+print(t2 - t1, time.perf_counter() - t2)
+"""
+
+
+def bench_evaluation(n: int, d: int) -> dict:
+    """First and second UMAP+R^2 fit in fresh processes (the second process hits numba's cache)."""
+    runs = []
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", EVAL_SNIPPET, str(n), str(d)], capture_output=True, text=True, check=True, cwd=REPO
+        )
+        runs.append([float(v) for v in out.stdout.split()])
+    return {
+        "points": n,
+        "dims": d,
+        "first_fit_process1_s": runs[0][0],
+        "later_fit_s": runs[0][1],
+        "first_fit_process2_s": runs[1][0],
+    }
+
+
+def bench_figure_set(config: Path) -> dict:
+    with tempfile.TemporaryDirectory() as work:
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("snakemake")),
+                "--snakefile",
+                str(REPO / "Snakefile"),
+                "--configfile",
+                str(config.resolve()),
+                "--directory",
+                work,
+                "--cores",
+                "2",
+                "--quiet",
+            ],
+            check=True,
+        )
+        return {"config": str(config), "wall_seconds": time.perf_counter() - start}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    parser.add_argument("--dataset", default=None, help="dataset of the config to train on (default: first)")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--figure-set", action="store_true", help="also time the whole quick figure set")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    section = load_config(args.config)["bumps"]
+    specs = dataset_specs(section)
+    spec = {"image_size": section["image_size"], **specs[args.dataset or next(iter(specs))]}
+    results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}", "torch": torch.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["training"] = bench_training(section, spec, args.steps, args.rounds, Path(tmp))
+    results["sampling"] = bench_sampling(section, args.samples, section["sampling"]["num_inference_steps"])
+    results["prediction"] = bench_prediction(32)
+    results["evaluation"] = bench_evaluation(section["sampling"]["num_samples"], 2048)
+    if args.figure_set:
+        results["figure_set"] = bench_figure_set(args.config)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
