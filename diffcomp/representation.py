@@ -14,9 +14,9 @@ def _cache_umap_compilation() -> None:
     """
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
-    from umap import layouts, umap_
+    from umap import distances, layouts, spectral, umap_, utils
 
-    for module in (umap_, layouts):
+    for module in (umap_, layouts, utils, distances, spectral):
         for value in vars(module).values():
             if isinstance(value, Dispatcher) and isinstance(value._cache, NullCache):
                 value.enable_caching()
