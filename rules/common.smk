@@ -16,8 +16,7 @@ os.environ.update(
 from snakemake.exceptions import WorkflowError
 
 from diffcomp.config import ConfigError, validate_config
-from diffcomp.bumps.config import dataset_specs
-from diffcomp.bumps.train import semantic_config
+from diffcomp.bumps.config import dataset_specs, semantic_config
 
 try:
     config.update(validate_config(config))

@@ -5,6 +5,22 @@ from __future__ import annotations
 from diffcomp.bumps.data import BumpDataset
 from diffcomp.config import ConfigError
 
+# training keys that change how the job runs but not a single number it produces
+RUNTIME_KEYS = ("log_every", "device", "compile", "threads", "stop_margin_seconds", "keep_resume_states")
+
+
+def semantic_config(section: dict, dataset_spec: dict, seed: int) -> dict:
+    """Everything that determines a run's weights (and nothing else)."""
+    training = {k: v for k, v in section["training"].items() if k not in RUNTIME_KEYS}
+    return {
+        "image_size": section["image_size"],
+        "dataset": dataset_spec,
+        "seed": seed,
+        "model": section["model"],
+        "diffusion": section["diffusion"],
+        "training": training,
+    }
+
 
 def grid_dataset_name(increment: float, sigma: float) -> str:
     return f"inc{increment:g}_sig{sigma:g}"

@@ -37,6 +37,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from diffcomp.bumps.config import RUNTIME_KEYS, semantic_config  # noqa: F401 (re-exported)
 from diffcomp.bumps.data import BumpDataset, read_labels
 from diffcomp.bumps.model import BumpDenoiser, noise_scheduler, render_torch
 from diffcomp.io import atomic_path, write_csv, write_json
@@ -47,9 +48,6 @@ log = logging.getLogger("diffcomp.train")
 # Snakemake's retries (or the SLURM plugin's requeue) then resume it.
 EXIT_TIME_LIMIT = 75
 
-# training keys that change how the job runs but not a single number it produces
-RUNTIME_KEYS = ("log_every", "device", "compile", "threads", "stop_margin_seconds", "keep_resume_states")
-
 
 class TrainingInterrupted(RuntimeError):
     """Training saved its state and stopped early (time limit or signal); a retry resumes it."""
@@ -57,19 +55,6 @@ class TrainingInterrupted(RuntimeError):
 
 class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or inf."""
-
-
-def semantic_config(section: dict, dataset_spec: dict, seed: int) -> dict:
-    """Everything that determines a run's weights (and nothing else)."""
-    training = {k: v for k, v in section["training"].items() if k not in RUNTIME_KEYS}
-    return {
-        "image_size": section["image_size"],
-        "dataset": dataset_spec,
-        "seed": seed,
-        "model": section["model"],
-        "diffusion": section["diffusion"],
-        "training": training,
-    }
 
 
 def fingerprint(semantic: dict) -> str:
