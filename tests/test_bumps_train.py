@@ -85,8 +85,9 @@ def test_checkpoint_steps():
     assert checkpoint_steps(3, 4) == [3]
 
 
-def test_uninterrupted_run_writes_finished_run(tmp_path):
-    _, run, runtime, labels = tiny_run(tmp_path)
+@pytest.mark.parametrize("snr_gamma", [None, 5.0])
+def test_uninterrupted_run_writes_finished_run(tmp_path, snr_gamma):
+    _, run, runtime, labels = tiny_run(tmp_path, snr_gamma=snr_gamma)
     out = tmp_path / "run" / "train"
     summary = train_run(run, runtime, labels, out)
     assert summary["snapshot_steps"] == [4, 8, 12]

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -285,7 +285,15 @@ def train_run(run: dict, runtime: dict, labels_csv, out_dir, *, stop_after_step:
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise  # DDPMScheduler.add_noise, without its per-call copies
         with autocast:
             predicted = forward(noisy, timesteps, labels)
-        loss = F.mse_loss(predicted.float(), noise)
+        if cfg["snr_gamma"] is None:
+            loss = F.mse_loss(predicted.float(), noise)
+        else:
+            # Min-SNR weighting (Hang et al. 2023), as in diffusers' example training scripts:
+            # caps the weight of low-noise timesteps so the easy steps stop dominating the gradient.
+            snr = compute_snr(scheduler, timesteps)
+            weights = torch.clamp(snr, max=cfg["snr_gamma"]) / snr
+            per_sample = F.mse_loss(predicted.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+            loss = (per_sample * weights).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
