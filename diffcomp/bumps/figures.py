@@ -60,20 +60,7 @@ def load_metrics(metrics) -> pd.DataFrame:
         if "run" not in table.columns:
             raise ValueError("metrics table needs a 'dataset' or a 'run' column")
         table["dataset"] = table["run"].astype(str).str.replace(_RUN_SUFFIX, "", regex=True)
-    numeric = [
-        "increment_x",
-        "increment_y",
-        "step",
-        "accuracy",
-        "accuracy_x",
-        "accuracy_y",
-        "r2_x",
-        "r2_y",
-        "frac_none",
-        "frac_single",
-        "frac_multi",
-        "accuracy_ood",
-    ]
+    numeric = [c for c in METRIC_COLUMNS if c not in ("run", "dataset", "sigma", "hole", "seed", "phase")]
     for column in numeric:
         if column in table.columns:
             table[column] = pd.to_numeric(table[column], errors="coerce")
@@ -349,7 +336,8 @@ def _checkpoint_table(checkpoints) -> dict[int, Mapping]:
 def _checkpoint_accuracy(ck: Mapping) -> float:
     if "accuracy" in ck and ck["accuracy"] is not None:
         return float(np.asarray(ck["accuracy"]))
-    from diffcomp.bumps.evaluate import accuracy, predict_positions
+    from diffcomp.bumps.metrics import METRIC_COLUMNS
+from diffcomp.bumps.evaluate import accuracy, predict_positions
 
     images = np.asarray(ck["images"])
     if images.ndim != 3 or len(images) == 0:
