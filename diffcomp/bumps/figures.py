@@ -34,6 +34,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Rectangle
 from matplotlib.ticker import FuncFormatter
 
+from diffcomp.bumps.metrics import METRIC_COLUMNS
+
 PHASES = ("A", "B", "C")
 # Cells of a heat map are annotated with their value when a panel has at most this many.
 ANNOTATE_MAX_CELLS = 80
@@ -336,8 +338,7 @@ def _checkpoint_table(checkpoints) -> dict[int, Mapping]:
 def _checkpoint_accuracy(ck: Mapping) -> float:
     if "accuracy" in ck and ck["accuracy"] is not None:
         return float(np.asarray(ck["accuracy"]))
-    from diffcomp.bumps.metrics import METRIC_COLUMNS
-from diffcomp.bumps.evaluate import accuracy, predict_positions
+    from diffcomp.bumps.evaluate import accuracy, predict_positions
 
     images = np.asarray(ck["images"])
     if images.ndim != 3 or len(images) == 0:
