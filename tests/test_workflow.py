@@ -5,7 +5,6 @@ import re
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
