@@ -13,14 +13,15 @@
 
 SLURM_DIR=${DIFFCOMP_SLURM_DIR:-/tmp/diffcomp-slurm}
 SLURM_PARTITION=${DIFFCOMP_SLURM_PARTITION:-debug}
-# The node is declared at least as big as one paper-scale job of profiles/slurm asks for (8 CPUs,
-# 64 GB, 2 GPUs), so the test submits the profile's requests unchanged even on a 2-core machine
+# The node is declared big enough for four of profiles/slurm's GPU jobs at once (4 CPUs per GPU,
+# 16 GB each), so the test submits the profile's requests unchanged even on a 2-core machine and
+# its concurrent runs (tests/test_slurm.py) do not queue behind one another
 # (SlurmdParameters=config_overrides; nothing enforces CPU or memory limits here). The GPUs are
 # fake: SLURM drops file-less GPUs, so each is an empty file in $SLURM_DIR. Jobs get SLURM_GPUS=1,
 # no CUDA_VISIBLE_DEVICES and no CUDA device, so GPU code must fall back to the CPU here.
-SLURM_FAKE_GPUS=${DIFFCOMP_SLURM_FAKE_GPUS:-2}
-SLURM_MIN_CPUS=${DIFFCOMP_SLURM_MIN_CPUS:-8}
-SLURM_MIN_MEM_MB=${DIFFCOMP_SLURM_MIN_MEM_MB:-65536}
+SLURM_FAKE_GPUS=${DIFFCOMP_SLURM_FAKE_GPUS:-4}
+SLURM_MIN_CPUS=${DIFFCOMP_SLURM_MIN_CPUS:-16}
+SLURM_MIN_MEM_MB=${DIFFCOMP_SLURM_MIN_MEM_MB:-98304}
 export SLURM_CONF="$SLURM_DIR/slurm.conf"
 
 _log() { echo "[slurm-cluster $(date +%T)] $*" >&2; }

@@ -2,7 +2,9 @@
 # `make test-slurm`: start a real single-node SLURM (tests/slurm/cluster.sh), run the SLURM tests
 # (tests/test_slurm.py, marker `slurm`) through `snakemake --profile profiles/slurm`, and ALWAYS
 # stop the daemons this script started, by pid. Needs root (it installs Debian packages if they
-# are missing). Extra arguments go to pytest. CI runs it under `timeout 1200`.
+# are missing). Extra arguments go to pytest. CI runs it under `timeout 1200`; it takes about
+# 5 minutes on 2 cores. DIFFCOMP_SLURM_SIGTERM_TEST=1 adds the time-limit test's SIGTERM variant
+# (about 5 minutes more on its own).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO"
