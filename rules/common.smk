@@ -73,6 +73,8 @@ BUMP_FIGURE_OPTIONS = _figure_options()
 
 
 def bump_phases_run_file(name):
+    if not BUMPS:
+        return []
     dataset, _, seed = BUMP_FIGURE_OPTIONS["phases_run"].rpartition("_seed")
     return f"{RESULTS}/bumps/runs/{dataset}/seed{seed}/{name}"
 

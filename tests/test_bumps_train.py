@@ -107,11 +107,12 @@ def test_resume_after_simulated_time_limit_is_bit_identical(tmp_path):
     train_run(run, runtime, labels, reference)
 
     resumed = tmp_path / "b" / "train"
-    with pytest.raises(TrainingInterrupted, match="stopped at step 6/12"):
-        train_run(run, runtime, labels, resumed, stop_after_step=6)  # between checkpoints
+    # step 5: between checkpoints (every 4) and between loss.csv rows (every 2)
+    with pytest.raises(TrainingInterrupted, match="stopped at step 5/12"):
+        train_run(run, runtime, labels, resumed, stop_after_step=5)
     assert not resumed.exists(), "the declared output must only appear when training finishes"
     summary = train_run(run, runtime, labels, resumed)
-    assert summary["steps_this_job"] == 6
+    assert summary["steps_this_job"] == 7
     assert_identical(final_weights(reference), final_weights(resumed))
     # every kept snapshot, not just the last, matches
     for name in ("step000000004.safetensors", "step000000008.safetensors"):

@@ -65,6 +65,8 @@ def _broken(edit):
         ),
         (lambda c: c["bumps"]["datasets"].append(copy.deepcopy(c["bumps"]["datasets"][0])), r"used twice"),
         (lambda c: c["bumps"].update(seeds=[0, 0]), r"bumps\.seeds.*non-unique"),
+        (lambda c: c["bumps"]["figures"].update(phases_run="nope_seed0"), r"bumps\.figures\.phases_run: 'nope_seed0'"),
+        (lambda c: c["bumps"]["model"].update(attention_levels=[2]), r"attention_levels \[2\]: the UNet has only 2"),
     ],
 )
 def test_bad_values_name_key_and_rule(edit, message):

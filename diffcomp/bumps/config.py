@@ -72,3 +72,14 @@ def check_bumps(section: dict) -> None:
             BumpDataset.from_config(spec, size).validate()
         except ValueError as err:
             raise ConfigError(f"bumps dataset {name!r}: {err}") from None
+    phases_run = section.get("figures", {}).get("phases_run")
+    runs = [f"{name}_seed{seed}" for name in specs for seed in section["seeds"]]
+    if phases_run is not None and phases_run not in runs:
+        raise ConfigError(
+            f"bumps.figures.phases_run: {phases_run!r} is not a configured run ({{dataset}}_seed{{seed}}); "
+            f"choose one of {runs[:6]}{' ...' if len(runs) > 6 else ''}"
+        )
+    attention = section.get("model", {}).get("attention_levels", [])
+    levels = len(section.get("model", {}).get("block_out_channels", [64, 128, 256]))
+    if any(level >= levels for level in attention):
+        raise ConfigError(f"bumps.model.attention_levels {attention}: the UNet has only {levels} levels")

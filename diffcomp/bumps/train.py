@@ -91,6 +91,8 @@ def slurm_end_time() -> float | None:
         out = subprocess.run(
             ["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True, timeout=30, check=True
         ).stdout.strip()
+        if out in ("", "Unknown", "NONE"):  # a job without a time limit
+            return None
         return datetime.fromisoformat(out).timestamp()
     except (subprocess.SubprocessError, ValueError, OSError) as err:
         log.warning("could not read the SLURM end time of job %s: %s", job_id, err)
@@ -103,6 +105,13 @@ class StopWatch:
     def __init__(self, margin_seconds: float, deadline: float | None):
         self.deadline = deadline
         self.margin = margin_seconds
+        if deadline is not None and deadline - time.time() <= margin_seconds:
+            log.warning(
+                "only %.0f s left in this job but training.stop_margin_seconds is %.0f: it will stop after one "
+                "step; give the job more runtime or lower the margin",
+                deadline - time.time(),
+                margin_seconds,
+            )
         self.signal_received: int | None = None
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
@@ -253,6 +262,8 @@ def train_run(run: dict, runtime: dict, labels_csv, out_dir, *, stop_after_step:
             "noise_rng": noise_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "loss_history": loss_history,
+            # the loss summed since the last loss.csv row, so a resumed row averages the same steps
+            "running_loss": running_loss.detach().cpu(),
             "snapshot_steps": snapshot_steps,
         }
 
@@ -271,6 +282,8 @@ def train_run(run: dict, runtime: dict, labels_csv, out_dir, *, stop_after_step:
     stop_watch = StopWatch(cfg["stop_margin_seconds"], slurm_end_time())
     started, start_step = time.perf_counter(), step
     running_loss = torch.zeros((), device=device)
+    if state is not None:
+        running_loss = state["running_loss"].to(device)
     model.train()
     progress = tqdm(
         total=cfg["steps"], initial=step, desc=f"train {dataset.name}", mininterval=10, ascii=True, unit="step"
