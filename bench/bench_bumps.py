@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,7 +42,9 @@ from diffcomp.io import write_csv  # noqa: E402
 
 
 def bare_loop_seconds(section: dict, labels: np.ndarray, steps: int, device: torch.device) -> float:
-    """The minimal training loop: render, noise, predict, MSE, AdamW. Seconds for ``steps`` steps."""
+    """The minimal training loop doing the same arithmetic as the pipeline: render, noise, predict,
+    (Min-SNR-weighted) MSE, AdamW, EMA when configured; no logging, checkpoints, schedules or
+    resumable RNG streams. Seconds for ``steps`` steps."""
     torch.manual_seed(0)
     model = BumpDenoiser.from_config(section).to(device)
     scheduler = noise_scheduler(section)
@@ -50,6 +53,12 @@ def bare_loop_seconds(section: dict, labels: np.ndarray, steps: int, device: tor
     sigma = tuple(np.broadcast_to(section["bench_sigma"], 2).tolist())
     batch = section["training"]["batch_size"]
     alphas = scheduler.alphas_cumprod.to(device)
+    gamma = section["training"]["snr_gamma"]
+    ema = (
+        EMAModel(model.parameters(), decay=section["training"]["ema_decay"])
+        if section["training"]["ema_decay"]
+        else None
+    )
     start = time.perf_counter()
     for _ in range(steps):
         y = train_labels[torch.randint(len(train_labels), (batch,), device=device)]
@@ -57,10 +66,18 @@ def bare_loop_seconds(section: dict, labels: np.ndarray, steps: int, device: tor
         noise = torch.randn_like(clean)
         t = torch.randint(len(alphas), (batch,), device=device)
         a = alphas[t].view(-1, 1, 1, 1)
-        loss = F.mse_loss(model(a.sqrt() * clean + (1 - a).sqrt() * noise, t, y), noise)
+        predicted = model(a.sqrt() * clean + (1 - a).sqrt() * noise, t, y)
+        if gamma is None:
+            loss = F.mse_loss(predicted, noise)
+        else:
+            snr = a.flatten() / (1 - a.flatten())
+            per_sample = F.mse_loss(predicted, noise, reduction="none").mean(dim=(1, 2, 3))
+            loss = (per_sample * torch.clamp(snr, max=gamma) / snr).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.step(model.parameters())
     loss.item()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -79,7 +96,8 @@ def bench_training(section, spec, steps, rounds, tmp: Path) -> dict:
     pipeline, bare = [], []
     for r in range(rounds):
         run_section = copy.deepcopy(section)
-        run_section["training"].update(steps=steps, checkpoint_every=max(1, steps // 2))
+        # one checkpoint at the end, as in a real run with checkpoint_every >> log_every
+        run_section["training"].update(steps=steps, checkpoint_every=steps)
         run = semantic_config(run_section, spec, seed=r)
         runtime = {k: run_section["training"][k] for k in RUNTIME_KEYS}
         summary = train_run(run, runtime, tmp / "labels.csv", tmp / f"round{r}" / "train")
