@@ -91,27 +91,26 @@ def test_noop_rerun_runs_nothing(finished):
     assert planned_rules(finished) == {}
 
 
-def test_changed_training_parameter_reruns_training_and_downstream_only(finished):
+def planned_after(workdir, section: str, key: str, value) -> dict[str, int]:
+    """What a dry run would execute after changing bumps.<section>.<key> (the config is restored)."""
     changed = yaml.safe_load(yaml.safe_dump(TINY))
-    changed["bumps"]["training"]["learning_rate"] = 0.0005
-    write_config(finished, changed)
+    changed["bumps"][section][key] = value
+    write_config(workdir, changed)
     try:
-        planned = planned_rules(finished)
+        return planned_rules(workdir)
     finally:
-        write_config(finished, TINY)
+        write_config(workdir, TINY)
+
+
+def test_changed_training_parameter_reruns_training_and_downstream_only(finished):
+    planned = planned_after(finished, "training", "learning_rate", 0.0005)
     assert planned.get("bumps_train") == 5 and planned.get("bumps_sample") == 5 and planned.get("bumps_evaluate") == 5
     assert "bumps_dataset" not in planned and "bumps_audit" not in planned
     assert planned.get("bumps_metrics") == 1
 
 
 def test_changed_sampling_parameter_keeps_training(finished):
-    changed = yaml.safe_load(yaml.safe_dump(TINY))
-    changed["bumps"]["sampling"]["num_inference_steps"] = 3
-    write_config(finished, changed)
-    try:
-        planned = planned_rules(finished)
-    finally:
-        write_config(finished, TINY)
+    planned = planned_after(finished, "sampling", "num_inference_steps", 3)
     assert "bumps_train" not in planned and planned.get("bumps_sample") == 5
 
 
