@@ -8,6 +8,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The smallest bump-study UNet the schema allows a sensible run with: seconds per job on a CPU.
+TINY_MODEL = {
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "attention_levels": [1],
+    "norm_num_groups": 4,
+    "label_encoding_dim": 8,
+}
+
 
 def snakemake_bin() -> str:
     """The snakemake of the interpreter running the tests (the project venv)."""

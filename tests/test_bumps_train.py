@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL
 from safetensors.torch import load_file
 
 from diffcomp.bumps import train as train_module
@@ -33,13 +34,7 @@ TINY = {
     "bumps": {
         "image_size": 8,
         "datasets": [{"name": "tiny", "increment": 1.0, "sigma": 1.0}],
-        "model": {
-            "block_out_channels": [8, 16],
-            "layers_per_block": 1,
-            "attention_levels": [1],
-            "norm_num_groups": 4,
-            "label_encoding_dim": 8,
-        },
+        "model": TINY_MODEL,
         "diffusion": {"num_train_timesteps": 20},
         "training": {
             "steps": 12,

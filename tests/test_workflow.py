@@ -5,7 +5,7 @@ import re
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_snakemake
+from conftest import TINY_MODEL, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +25,7 @@ TINY = {
             },
         ],
         "seeds": [0],
-        "model": {
-            "block_out_channels": [8, 16],
-            "layers_per_block": 1,
-            "attention_levels": [1],
-            "norm_num_groups": 4,
-            "label_encoding_dim": 8,
-        },
+        "model": TINY_MODEL,
         "diffusion": {"num_train_timesteps": 20},
         "training": {"steps": 6, "batch_size": 8, "warmup_steps": 1, "checkpoint_every": 3, "log_every": 3},
         "sampling": {"num_samples": 16, "num_samples_ood": 4, "num_inference_steps": 2, "batch_size": 32},
