@@ -233,6 +233,8 @@ def train_run(run: dict, runtime: dict, labels_csv, out_dir, *, stop_after_step:
     train_labels = torch.from_numpy(train_labels_np).to(device)
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
     num_timesteps = scheduler.config.num_train_timesteps
+    # Min-SNR weights per timestep, computed once instead of in every step
+    snr_by_timestep = compute_snr(scheduler, torch.arange(num_timesteps)).to(device)
 
     step, loss_history, snapshot_steps = 0, [], []
     state = load_latest_state(paths.state_dir, run_fingerprint)
@@ -303,7 +305,7 @@ def train_run(run: dict, runtime: dict, labels_csv, out_dir, *, stop_after_step:
         else:
             # Min-SNR weighting (Hang et al. 2023), as in diffusers' example training scripts:
             # caps the weight of low-noise timesteps so the easy steps stop dominating the gradient.
-            snr = compute_snr(scheduler, timesteps)
+            snr = snr_by_timestep[timesteps]
             weights = torch.clamp(snr, max=cfg["snr_gamma"]) / snr
             per_sample = F.mse_loss(predicted.float(), noise, reduction="none").mean(dim=(1, 2, 3))
             loss = (per_sample * weights).mean()
