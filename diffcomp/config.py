@@ -16,6 +16,10 @@ import yaml
 SECTIONS = ("bumps", "relational")
 
 
+# training keys that change how a job runs but not a single number it produces (left out of a run's fingerprint)
+RUNTIME_KEYS = ("log_every", "device", "compile", "threads", "stop_margin_seconds", "keep_resume_states")
+
+
 class ConfigError(ValueError):
     """A configuration value breaks the schema or a semantic rule."""
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from diffcomp.bumps.data import BumpDataset
-from diffcomp.config import ConfigError
-
-# training keys that change how the job runs but not a single number it produces
-RUNTIME_KEYS = ("log_every", "device", "compile", "threads", "stop_margin_seconds", "keep_resume_states")
+from diffcomp.config import RUNTIME_KEYS, ConfigError
 
 
 def semantic_config(section: dict, dataset_spec: dict, seed: int) -> dict:

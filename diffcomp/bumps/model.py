@@ -12,9 +12,11 @@ embedding path.
 from __future__ import annotations
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
+
+from diffcomp.diffusion import ddpm_scheduler, sampling_scheduler  # noqa: F401 (re-exported)
 
 
 class BumpDenoiser(nn.Module):
@@ -92,23 +94,6 @@ class BumpDenoiser(nn.Module):
 def noise_scheduler(section: dict) -> DDPMScheduler:
     """The training noise schedule from a config section (or run) holding ``diffusion``."""
     return ddpm_scheduler(section["diffusion"])
-
-
-def ddpm_scheduler(diffusion: dict) -> DDPMScheduler:
-    return DDPMScheduler(
-        num_train_timesteps=diffusion["num_train_timesteps"],
-        beta_schedule=diffusion["beta_schedule"],
-        prediction_type="epsilon",
-        clip_sample=True,
-    )
-
-
-def sampling_scheduler(diffusion: dict, sampler: str):
-    """The scheduler used for generation: DDIM (few steps) or the full DDPM chain."""
-    train = ddpm_scheduler(diffusion)
-    if sampler == "ddim":
-        return DDIMScheduler.from_config(train.config)
-    return train
 
 
 def hook_activations(module: nn.Module, store: list, active: list):

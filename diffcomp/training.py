@@ -1,0 +1,394 @@
+"""The training loop every study shares, with atomic, resumable checkpoints.
+
+A study hands :func:`train` a builder that makes a :class:`TrainingTask`: the model (its whole
+``state_dict`` is checkpointed; parameters with ``requires_grad`` are optimised), a batch
+function and a loss. Everything else lives here once: optimiser and LR schedule, EMA, precision,
+compile, RNG streams, checkpoints, resume, the NaN stop, the SLURM time-limit stop, and the
+publication of a finished run.
+
+Layout of one run (``out_dir`` is the run's declared output, e.g. results/bumps/runs/{dataset}/seed{seed}/train):
+
+- ``out_dir/../.state/{fingerprint}/`` (not a Snakemake output, so a failed or killed job keeps it):
+  ``state_step{N}.pt`` full resume states (model, optimiser, LR schedule, EMA, every RNG, loss
+  history) and ``snapshots/step{N}.safetensors`` the weights sampled at each checkpoint. The
+  fingerprint hashes everything that changes the numbers, so a changed config never resumes a
+  stale state.
+- ``out_dir/`` (written only when training finishes): the snapshots (hard links), ``loss.csv``
+  and ``train.json``.
+
+A restarted job resumes from the newest state that loads and matches; the result is bit-identical
+to an uninterrupted run on the CPU (tests/test_bumps_train.py and tests/test_relational_train.py
+kill runs and compare).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from diffcomp.config import RUNTIME_KEYS  # noqa: F401 (re-exported)
+from diffcomp.io import atomic_path, write_csv, write_json
+
+log = logging.getLogger("diffcomp.train")
+
+# Exit status of a job that checkpointed and stopped for its time limit (EX_TEMPFAIL):
+# Snakemake's retries (or the SLURM plugin's requeue) then resume it.
+EXIT_TIME_LIMIT = 75
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training saved its state and stopped early (time limit or signal); a retry resumes it."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or inf."""
+
+
+@dataclass
+class TrainingTask:
+    """What a study trains.
+
+    ``next_batch(generator)`` draws one batch with the data generator; ``loss(forward, batch,
+    generator)`` returns the scalar loss, drawing noise and timesteps from the noise generator and
+    calling ``forward`` (the model under autocast/compile) for predictions.
+    """
+
+    name: str  # for logs and messages, e.g. the dataset "inc0.5_sig1" (the seed is added)
+    model: torch.nn.Module
+    next_batch: Callable[[torch.Generator], Any]
+    loss: Callable[[Callable, Any, torch.Generator], torch.Tensor]
+    summary: dict = field(default_factory=dict)  # extra train.json entries
+
+
+def fingerprint(semantic: dict) -> str:
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"training.device is {name!r} but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def checkpoint_steps(total: int, every: int) -> list[int]:
+    """The steps at which weights are kept for sampling: every ``every`` steps and the last one."""
+    steps = list(range(every, total + 1, every))
+    if not steps or steps[-1] != total:
+        steps.append(total)
+    return steps
+
+
+# --------------------------------------------------------------------------------------------
+# Stopping before a time limit
+# --------------------------------------------------------------------------------------------
+def slurm_end_time() -> float | None:
+    """Epoch seconds at which SLURM ends this job, if running under SLURM."""
+    if os.environ.get("SLURM_JOB_END_TIME"):
+        return float(os.environ["SLURM_JOB_END_TIME"])
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id or not shutil.which("squeue"):
+        return None
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+        if out in ("", "Unknown", "NONE"):  # a job without a time limit
+            return None
+        return datetime.fromisoformat(out).timestamp()
+    except (subprocess.SubprocessError, ValueError, OSError) as err:
+        log.warning("could not read the SLURM end time of job %s: %s", job_id, err)
+        return None
+
+
+class StopWatch:
+    """Decides when to checkpoint and stop: on SIGTERM/SIGUSR1 or shortly before the job's end time."""
+
+    def __init__(self, margin_seconds: float, deadline: float | None):
+        self.deadline = deadline
+        self.margin = margin_seconds
+        if deadline is not None and deadline - time.time() <= margin_seconds:
+            log.warning(
+                "only %.0f s left in this job but training.stop_margin_seconds is %.0f: it will stop after one "
+                "step; give the job more runtime or lower the margin",
+                deadline - time.time(),
+                margin_seconds,
+            )
+        self.signal_received: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame):
+        self.signal_received = signum
+
+    def reason(self) -> str | None:
+        if self.signal_received is not None:
+            return f"received {signal.Signals(self.signal_received).name}"
+        if self.deadline is not None and time.time() + self.margin >= self.deadline:
+            return f"within {self.margin:.0f} s of the job's end time"
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Resume states and snapshots
+# --------------------------------------------------------------------------------------------
+def _state_path(state_dir: Path, step: int) -> Path:
+    return state_dir / f"state_step{step:09d}.pt"
+
+
+def _snapshot_path(state_dir: Path, step: int) -> Path:
+    return state_dir / "snapshots" / f"step{step:09d}.safetensors"
+
+
+def load_latest_state(state_dir: Path, expected_fingerprint: str) -> dict | None:
+    """The newest resume state that loads and belongs to this config; corrupt ones are reported and skipped."""
+    for path in sorted(state_dir.glob("state_step*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("fingerprint") != expected_fingerprint:
+                raise ValueError(f"fingerprint {state.get('fingerprint')} != {expected_fingerprint}")
+            snapshots = [_snapshot_path(state_dir, s) for s in state["snapshot_steps"]]
+            missing = [str(p) for p in snapshots if not p.exists()]
+            if missing:
+                raise FileNotFoundError(f"snapshots missing: {missing}")
+            return state
+        except Exception as err:  # noqa: BLE001 - any unreadable state is skipped, loudly
+            log.warning("skipping unusable checkpoint %s: %s: %s", path, type(err).__name__, err)
+    return None
+
+
+def save_state(state_dir: Path, state: dict, keep: int) -> None:
+    path = _state_path(state_dir, state["step"])
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    for old in sorted(state_dir.glob("state_step*.pt"), reverse=True)[keep:]:
+        old.unlink(missing_ok=True)
+
+
+def save_snapshot(state_dir: Path, step: int, weights: dict[str, torch.Tensor]) -> None:
+    path = _snapshot_path(state_dir, step)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp))
+
+
+def load_snapshot(path, model: torch.nn.Module) -> torch.nn.Module:
+    """Load a snapshot's weights into ``model``; a corrupt file or another model's weights is a ValueError."""
+    try:
+        weights = load_file(str(path))
+    except Exception as err:  # safetensors raises several types for truncated or garbled files
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable: {err}") from None
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path} does not match the configured model (missing {len(missing)} tensors, "
+            f"unexpected {len(unexpected)}); was it trained with another model config?"
+        )
+    return model
+
+
+def read_snapshots(train_dir) -> list[tuple[int, Path]]:
+    """(step, path) of every kept snapshot of a finished run, by step."""
+    paths = sorted(Path(train_dir, "snapshots").glob("step*.safetensors"))
+    if not paths:
+        raise ValueError(f"{train_dir}: no snapshots; is this a finished training run?")
+    return [(int(p.stem.removeprefix("step")), p) for p in paths]
+
+
+@dataclass
+class RunPaths:
+    out_dir: Path  # declared output (finished run)
+    state_dir: Path  # resume states, survives failures
+
+    @classmethod
+    def for_run(cls, out_dir, semantic: dict) -> RunPaths:
+        out_dir = Path(out_dir)
+        return cls(out_dir=out_dir, state_dir=out_dir.parent / ".state" / fingerprint(semantic))
+
+
+def publish_run(paths: RunPaths, snapshot_steps, loss_history, summary) -> None:
+    """Assemble the finished run in a temporary folder, then rename it onto the declared output."""
+    tmp = paths.out_dir.with_name(paths.out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "snapshots").mkdir(parents=True)
+    for s in snapshot_steps:
+        os.link(_snapshot_path(paths.state_dir, s), tmp / "snapshots" / f"step{s:09d}.safetensors")
+    write_csv(tmp / "loss.csv", pd.DataFrame(loss_history, columns=["step", "loss", "lr"]))
+    write_json(tmp / "train.json", summary)
+    shutil.rmtree(paths.out_dir, ignore_errors=True)
+    os.replace(tmp, paths.out_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# The training loop
+# --------------------------------------------------------------------------------------------
+def train(
+    build: Callable[[torch.device], TrainingTask],
+    run: dict,
+    training: dict,
+    out_dir,
+    *,
+    stop_after_step: int | None = None,
+) -> dict:
+    """Train ``build(device)``'s task to ``training["steps"]`` and write the finished run to ``out_dir``.
+
+    ``run`` is everything that determines the weights (its hash names the state folder; its
+    ``seed`` seeds the model initialisation and the RNG streams). ``training`` holds the training
+    keys, including the runtime ones in RUNTIME_KEYS. ``stop_after_step`` simulates a time limit
+    (tests): save a state and stop after that step. Returns the summary written to train.json.
+    """
+    cfg = training
+    seed = run["seed"]
+    run_fingerprint = fingerprint(run)
+    paths = RunPaths.for_run(out_dir, run)
+    paths.state_dir.joinpath("snapshots").mkdir(parents=True, exist_ok=True)
+
+    device = resolve_device(cfg["device"])
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(seed)  # model initialisation
+    task = build(device)
+    model = task.model
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+    lr_schedule = get_scheduler(
+        cfg["lr_schedule"], optimizer, num_warmup_steps=cfg["warmup_steps"], num_training_steps=cfg["steps"]
+    )
+    ema = EMAModel(parameters, decay=cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
+    # Separate generators for batch composition and for noise/timesteps, both seeded from the run.
+    data_rng = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 1)
+    noise_rng = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 2)
+
+    step, loss_history, snapshot_steps = 0, [], []
+    running_loss = torch.zeros((), device=device)  # loss summed since the last loss.csv row
+    state = load_latest_state(paths.state_dir, run_fingerprint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        data_rng.set_state(state["data_rng"])
+        noise_rng.set_state(state["noise_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step, loss_history, snapshot_steps = state["step"], state["loss_history"], state["snapshot_steps"]
+        running_loss = state["running_loss"].to(device)
+        log.info("resuming %s from step %d (%s)", task.name, step, paths.state_dir)
+    else:
+        log.info("training %s seed %d from scratch (%s)", task.name, seed, paths.state_dir)
+
+    def current_state() -> dict:
+        return {
+            "fingerprint": run_fingerprint,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_schedule": lr_schedule.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "data_rng": data_rng.get_state(),
+            "noise_rng": noise_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "loss_history": loss_history,
+            # so a resumed loss.csv row averages the same steps as an uninterrupted one
+            "running_loss": running_loss.detach().cpu(),
+            "snapshot_steps": snapshot_steps,
+        }
+
+    def sampling_weights() -> dict:
+        if ema is None:
+            return model.state_dict()
+        ema.store(parameters)
+        ema.copy_to(parameters)
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
+        ema.restore(parameters)
+        return weights
+
+    compiled = torch.compile(model) if cfg["compile"] else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
+
+    def forward(*args):
+        with autocast:
+            return compiled(*args)
+
+    keep_steps = set(checkpoint_steps(cfg["steps"], cfg["checkpoint_every"]))
+    stop_watch = StopWatch(cfg["stop_margin_seconds"], slurm_end_time())
+    started, start_step = time.perf_counter(), step
+    model.train()
+    progress = tqdm(
+        total=cfg["steps"], initial=step, desc=f"train {task.name}", mininterval=10, ascii=True, unit="step"
+    )
+    while step < cfg["steps"]:
+        batch = task.next_batch(data_rng)
+        loss = task.loss(forward, batch, noise_rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr_schedule.step()
+        if ema is not None:
+            ema.step(parameters)
+        step += 1
+        running_loss += loss.detach()
+
+        at_checkpoint = step in keep_steps
+        if step % cfg["log_every"] == 0 or at_checkpoint or step == cfg["steps"]:
+            # One host sync per log interval; a NaN anywhere in the interval poisons the sum.
+            n = step - (loss_history[-1][0] if loss_history else 0)
+            mean_loss = running_loss.item() / n
+            running_loss.zero_()
+            if not np.isfinite(mean_loss):
+                raise NonFiniteLoss(
+                    f"{task.name} seed {seed}: loss became {mean_loss} between steps {step - n + 1} and {step}; "
+                    "stopping (lower the learning rate or check the data). No checkpoint was written."
+                )
+            loss_history.append([step, mean_loss, lr_schedule.get_last_lr()[0]])
+            progress.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+            progress.update(n)
+        if at_checkpoint:
+            save_snapshot(paths.state_dir, step, sampling_weights())
+            snapshot_steps.append(step)
+            save_state(paths.state_dir, current_state(), cfg["keep_resume_states"])
+        reason = "stop_after_step" if stop_after_step is not None and step >= stop_after_step else stop_watch.reason()
+        if reason and step < cfg["steps"]:
+            if not at_checkpoint:
+                save_state(paths.state_dir, current_state(), cfg["keep_resume_states"])
+            progress.close()
+            raise TrainingInterrupted(
+                f"{task.name} seed {seed}: stopped at step {step}/{cfg['steps']} ({reason}); "
+                f"state saved in {paths.state_dir}, a retry resumes from there"
+            )
+    progress.close()
+    elapsed = time.perf_counter() - started
+    summary = {
+        **task.summary,
+        "seed": seed,
+        "fingerprint": run_fingerprint,
+        "steps": cfg["steps"],
+        "snapshot_steps": snapshot_steps,
+        "device": str(device),
+        "steps_this_job": step - start_step,
+        "seconds_this_job": elapsed,
+        "steps_per_second": (step - start_step) / elapsed if elapsed > 0 else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trained_parameters": sum(p.numel() for p in parameters),
+        "final_loss": loss_history[-1][1],
+    }
+    publish_run(paths, snapshot_steps, loss_history, summary)
+    return summary
