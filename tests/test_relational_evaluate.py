@@ -1,0 +1,321 @@
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffcomp.io import write_json
+from diffcomp.relational.audit import FLAT_KEYS, audit_index_triples, flatten
+from diffcomp.relational.evaluate import (
+    FAILURE_KINDS,
+    METRIC_COLUMNS,
+    combine_metrics,
+    evaluate_checkpoint,
+    evaluate_run,
+    load_samples,
+    ncc_scores,
+    predict_nouns,
+    read_metrics,
+    score_predictions,
+)
+from diffcomp.relational.icons import load_icons, nouns, pair_images, render_icons, save_icons
+from diffcomp.relational.splits import all_triples
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def icons8():
+    return render_icons(8, SIZE)
+
+
+@pytest.fixture(scope="module")
+def icons30():
+    return render_icons(30, SIZE)
+
+
+def ordered_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    top, bottom = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    keep = top != bottom
+    return top[keep], bottom[keep]
+
+
+def score_images(images, icons, top, bottom) -> dict:
+    pred_top, pred_bottom, _, _ = predict_nouns(images, icons)
+    return score_predictions(pred_top, pred_bottom, top, bottom)
+
+
+@pytest.mark.parametrize("fixture", ["icons8", "icons30"])
+def test_ground_truth_renders_are_recognised(fixture, request):
+    icons = request.getfixturevalue(fixture)
+    top, bottom = ordered_pairs(len(icons))
+    images = pair_images(icons, top, bottom)
+    pred_top, pred_bottom, score_top, score_bottom = predict_nouns(images, icons)
+    assert pred_top.dtype == np.int64 and pred_bottom.dtype == np.int64
+    np.testing.assert_array_equal(pred_top, top)
+    np.testing.assert_array_equal(pred_bottom, bottom)
+    np.testing.assert_allclose(score_top, 1.0, atol=1e-9)
+    np.testing.assert_allclose(score_bottom, 1.0, atol=1e-9)
+    assert score_predictions(pred_top, pred_bottom, top, bottom) == {
+        "accuracy": 1.0,
+        "frac_swapped": 0.0,
+        "frac_one_wrong": 0.0,
+        "frac_both_wrong": 0.0,
+    }
+    # Labels read the other way round: every sample is the swap of its caption.
+    assert score_predictions(pred_top, pred_bottom, bottom, top) == {
+        "accuracy": 0.0,
+        "frac_swapped": 1.0,
+        "frac_one_wrong": 0.0,
+        "frac_both_wrong": 0.0,
+    }
+
+
+def test_noisy_renders_still_recognised(icons30):
+    rng = np.random.default_rng(0)
+    top, bottom = ordered_pairs(len(icons30))
+    images = pair_images(icons30, top, bottom)
+    noisy = np.clip(images + rng.normal(0.0, 0.1, images.shape), 0.0, 1.0).astype(np.float16)
+    pred_top, pred_bottom, score_top, score_bottom = predict_nouns(noisy, icons30)
+    assert score_predictions(pred_top, pred_bottom, top, bottom)["accuracy"] == 1.0
+    assert score_top.max() < 1.0 and score_bottom.max() < 1.0  # the noise costs some correlation
+    assert min(score_top.min(), score_bottom.min()) > 0.5
+
+
+def test_chunking_gives_the_same_answer(icons8):
+    rng = np.random.default_rng(1)
+    top, bottom = ordered_pairs(len(icons8))
+    images = np.clip(pair_images(icons8, top, bottom) + rng.normal(0.0, 0.3, (len(top), 2 * SIZE, SIZE)), 0, 1)
+    whole = predict_nouns(images, icons8)
+    chunked = predict_nouns(images, icons8, chunk=5)
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_failure_kinds(icons8):
+    top = np.array([0, 0, 0, 0, 0, 2])
+    bottom = np.array([1, 1, 1, 1, 1, 3])
+    shown_top = [0, 1, 0, 5, 6, 3]
+    shown_bottom = [1, 0, 4, 1, 7, 2]
+    images = pair_images(icons8, shown_top, shown_bottom)
+    images[4, :SIZE] = 1.0  # blank top half
+    images[4, SIZE:] = 0.5  # uniformly grey bottom half: no shape either
+    pred_top, pred_bottom, score_top, score_bottom = predict_nouns(images, icons8)
+    assert pred_top.tolist() == [0, 1, 0, 5, -1, 3]
+    assert pred_bottom.tolist() == [1, 0, 4, 1, -1, 2]
+    assert score_top[4] == 0.0 and score_bottom[4] == 0.0
+    scores = score_predictions(pred_top, pred_bottom, top, bottom)
+    assert scores == pytest.approx(
+        {"accuracy": 1 / 6, "frac_swapped": 2 / 6, "frac_one_wrong": 2 / 6, "frac_both_wrong": 1 / 6}
+    )
+    assert sum(scores.values()) == pytest.approx(1.0)
+    assert FAILURE_KINDS == ("swapped", "one_wrong", "both_wrong")
+
+
+def test_blank_and_non_finite_images_are_both_wrong(icons8):
+    images = np.ones((3, 2 * SIZE, SIZE), dtype=np.float32)
+    images[1] = 0.0
+    images[2] = np.nan
+    pred_top, pred_bottom, score_top, score_bottom = predict_nouns(images, icons8)
+    assert pred_top.tolist() == pred_bottom.tolist() == [-1, -1, -1]
+    assert score_top.tolist() == score_bottom.tolist() == [0.0, 0.0, 0.0]
+    scores = score_predictions(pred_top, pred_bottom, [0, 1, 2], [3, 4, 5])
+    assert scores == {"accuracy": 0.0, "frac_swapped": 0.0, "frac_one_wrong": 0.0, "frac_both_wrong": 1.0}
+
+
+def test_empty_input():
+    scores = score_predictions([], [], [], [])
+    assert set(scores) == {"accuracy", "frac_swapped", "frac_one_wrong", "frac_both_wrong"}
+    assert all(np.isnan(value) for value in scores.values())
+    pred_top, pred_bottom, score_top, score_bottom = predict_nouns(np.ones((0, 2 * SIZE, SIZE)), render_icons(2, SIZE))
+    assert pred_top.shape == pred_bottom.shape == score_top.shape == score_bottom.shape == (0,)
+
+
+def test_shape_errors(icons8):
+    with pytest.raises(ValueError, match=r"\(n, 32, 16\)"):
+        predict_nouns(np.ones((2, 40, 20)), icons8)
+    with pytest.raises(ValueError, match="one entry per sample"):
+        score_predictions([0, 1], [1, 0], [0], [1])
+
+
+def test_scores_match_opencv_template_matching(icons30):
+    rng = np.random.default_rng(2)
+    top, bottom = rng.integers(0, len(icons30), size=(2, 6))
+    images = np.clip(pair_images(icons30, top, bottom) + rng.normal(0.0, 0.2, (6, 2 * SIZE, SIZE)), 0, 1)
+    images = images.astype(np.float32)
+    halves = np.concatenate([images[:, :SIZE], images[:, SIZE:]])
+    ours = ncc_scores(halves, icons30)
+    theirs = np.array(
+        [[cv2.matchTemplate(half, icon, cv2.TM_CCOEFF_NORMED)[0, 0] for icon in icons30] for half in halves]
+    )
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    pred_top, pred_bottom, score_top, score_bottom = predict_nouns(images, icons30)
+    np.testing.assert_array_equal(np.concatenate([pred_top, pred_bottom]), theirs.argmax(axis=1))
+    np.testing.assert_allclose(np.concatenate([score_top, score_bottom]), theirs.max(axis=1), atol=1e-4)
+
+
+# --- per-run evaluation -------------------------------------------------------------------------
+
+INFO = {
+    "run": "band_N8_clip_learned_seed0",
+    "experiment": "skew",
+    "split": "band_N8",
+    "family": "band(1)",
+    "vocab_size": 8,
+    "encoder": "clip",
+    "pos_emb": "none",
+    "seed": 0,
+}
+
+
+def write_samples(path, images, top, bottom, split, step, drop=()):
+    arrays = {
+        "images": np.asarray(images, dtype=np.float16),
+        "top": np.asarray(top, dtype=np.int64),
+        "bottom": np.asarray(bottom, dtype=np.int64),
+        "relation": np.zeros(len(top), dtype=np.int64),
+        "split": np.asarray(split, dtype=str),
+        "step": np.int64(step),
+    }
+    arrays = {key: value for key, value in arrays.items() if key not in drop}
+    np.savez_compressed(path, **arrays)
+
+
+@pytest.fixture
+def run_dir(tmp_path, icons8):
+    """Icons, an audit and two checkpoints (written out of step order) of an N = 8 run."""
+    save_icons(tmp_path / "icons.npz", icons8, nouns(8))
+    icons, _ = load_icons(tmp_path / "icons.npz")
+    triples = all_triples(8)
+    audit = audit_index_triples(triples[: len(triples) // 3], 8)
+    write_json(tmp_path / "audit.json", audit)
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    top, bottom = ordered_pairs(8)  # 56 pairs: the first 40 are "train", the rest "test"
+    split = np.where(np.arange(len(top)) < 40, "train", "test")
+    # step 1000: everything right.
+    write_samples(samples / "step000001000.npz", pair_images(icons, top, bottom), top, bottom, split, 1000)
+    # step 200: train all swapped but the first 4 (both wrong); test right but the first 4 (one wrong).
+    shown_top, shown_bottom = bottom.copy(), top.copy()
+    shown_top[40:], shown_bottom[40:] = top[40:], bottom[40:]
+    shown_top[:4], shown_bottom[:4] = (top[:4] + 3) % 8, (bottom[:4] + 2) % 8
+    shown_bottom[40:44] = (bottom[40:44] + 1) % 8
+    images = pair_images(icons, shown_top, shown_bottom)
+    write_samples(samples / "step000000200.npz", images, top, bottom, split, 200)
+    return tmp_path, audit
+
+
+def test_evaluate_run(run_dir):
+    root, audit = run_dir
+    out = root / "metrics.csv"
+    table = evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", INFO, out)
+    assert list(table.columns) == METRIC_COLUMNS
+    assert table["step"].tolist() == [200, 1000]
+    early, late = table.iloc[0], table.iloc[1]
+    assert early["train_accuracy"] == 0.0
+    assert early["train_frac_swapped"] == pytest.approx(36 / 40)
+    assert early["train_frac_both_wrong"] == pytest.approx(4 / 40)
+    assert early["train_frac_one_wrong"] == 0.0
+    assert early["test_accuracy"] == pytest.approx(12 / 16)
+    assert early["test_frac_one_wrong"] == pytest.approx(4 / 16)
+    assert early["test_frac_swapped"] == early["test_frac_both_wrong"] == 0.0
+    assert late["train_accuracy"] == late["test_accuracy"] == 1.0
+    assert (table["n_train_samples"] == 40).all() and (table["n_test_samples"] == 16).all()
+    for column, value in INFO.items():
+        assert (table[column] == value).all()
+    flat = flatten(audit)
+    for key in FLAT_KEYS[:-1]:
+        assert (table[key.replace(".", "_")] == flat[key]).all()
+
+    written = read_metrics(out)
+    assert list(written.columns) == METRIC_COLUMNS
+    assert written["pos_emb"].tolist() == ["none", "none"]  # not read back as a missing value
+    pd.testing.assert_frame_equal(written, table, check_dtype=False)
+
+
+def test_split_without_samples_gives_nan(icons8):
+    top, bottom = ordered_pairs(3)
+    samples = {
+        "images": pair_images(icons8, top, bottom),
+        "top": top,
+        "bottom": bottom,
+        "relation": np.zeros(len(top), dtype=np.int64),
+        "split": np.full(len(top), "train"),
+        "step": 0,
+    }
+    row = evaluate_checkpoint(samples, icons8)
+    assert row["train_accuracy"] == 1.0 and row["n_train_samples"] == 6
+    assert np.isnan(row["test_accuracy"]) and np.isnan(row["test_frac_swapped"]) and row["n_test_samples"] == 0
+
+
+def test_corrupt_sample_file_writes_nothing(run_dir):
+    root, _ = run_dir
+    bad = root / "samples" / "step000000500.npz"
+    bad.write_bytes((root / "samples" / "step000000200.npz").read_bytes()[:300])  # truncated
+    out = root / "metrics.csv"
+    with pytest.raises(ValueError, match="step000000500.npz"):
+        evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", INFO, out)
+    assert not out.exists()
+    bad.write_bytes(b"not an npz file")
+    with pytest.raises(ValueError, match="step000000500.npz.*corrupt"):
+        load_samples(bad)
+
+
+def test_load_samples_checks_keys_and_shapes(tmp_path, icons8):
+    top, bottom = ordered_pairs(3)
+    images = pair_images(icons8, top, bottom)
+    split = np.full(len(top), "train")
+    path = tmp_path / "step000000001.npz"
+    write_samples(path, images, top, bottom, split, 1)
+    samples = load_samples(path)
+    assert samples["step"] == 1 and samples["images"].dtype == np.float16
+    assert samples["top"].dtype == np.int64 and samples["split"].tolist() == split.tolist()
+
+    write_samples(path, images, top, bottom, split, 1, drop=("split",))
+    with pytest.raises(ValueError, match=r"step000000001\.npz.*missing.*split"):
+        load_samples(path)
+    write_samples(path, images, top[:-1], bottom, split, 1)
+    with pytest.raises(ValueError, match=r"step000000001\.npz.*top"):
+        load_samples(path)
+    write_samples(path, images[:, :, :-1], top, bottom, split, 1)
+    with pytest.raises(ValueError, match=r"step000000001\.npz.*images"):
+        load_samples(path)
+    write_samples(path, images, top, bottom, np.full(len(top), "val"), 1)
+    with pytest.raises(ValueError, match=r"step000000001\.npz.*split"):
+        load_samples(path)
+
+
+def test_icon_size_mismatch(run_dir):
+    root, _ = run_dir
+    save_icons(root / "icons20.npz", render_icons(8, 20), nouns(8))
+    with pytest.raises(ValueError, match=r"icons20\.npz.*step000000200\.npz"):
+        evaluate_run(root / "samples", root / "icons20.npz", root / "audit.json", INFO, root / "m.csv")
+    assert not (root / "m.csv").exists()
+    with pytest.raises(ValueError, match=r"icons\.npz.*vocab_size"):
+        evaluate_run(
+            root / "samples", root / "icons.npz", root / "audit.json", {**INFO, "vocab_size": 9}, root / "m.csv"
+        )
+
+
+def test_no_samples(tmp_path):
+    with pytest.raises(ValueError, match="no step"):
+        evaluate_run(tmp_path, tmp_path / "icons.npz", tmp_path / "audit.json", INFO, tmp_path / "m.csv")
+
+
+def test_read_and_combine_metrics(run_dir, tmp_path):
+    root, _ = run_dir
+    first = evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", INFO, root / "a.csv")
+    other = {**INFO, "run": "other", "seed": 1}
+    second = evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", other, root / "b.csv")
+    combined = combine_metrics([root / "b.csv", root / "a.csv"], root / "all.csv")
+    assert combined["run"].tolist() == ["other", "other", INFO["run"], INFO["run"]]
+    assert len(combined) == len(first) + len(second)
+    pd.testing.assert_frame_equal(read_metrics(root / "all.csv"), combined)
+
+    pd.read_csv(root / "a.csv").drop(columns=["coverage", "test_accuracy"]).to_csv(root / "bad.csv", index=False)
+    with pytest.raises(ValueError, match=r"bad\.csv.*test_accuracy, coverage"):
+        read_metrics(root / "bad.csv")
+
+
+def test_audit_columns_follow_the_audit():
+    assert METRIC_COLUMNS[-7:] == [key.replace(".", "_") for key in FLAT_KEYS if key != "n_triples"]
+    assert len(set(METRIC_COLUMNS)) == len(METRIC_COLUMNS)
