@@ -30,6 +30,15 @@ def load_schema(name: str) -> dict:
     return yaml.safe_load(text)
 
 
+@cache
+def _registry():
+    """Lets a study's schema refer to the shared definitions as ``common.schema.yaml#/$defs/...``."""
+    from referencing import Registry, Resource
+
+    common = Resource.from_contents(load_schema("common"))
+    return Registry().with_resource("common.schema.yaml", common)
+
+
 def _with_defaults(validator_class):
     """A validator that fills in `default` values while validating (the jsonschema FAQ recipe)."""
     validate_properties = validator_class.VALIDATORS["properties"]
@@ -57,7 +66,7 @@ def _key_path(prefix: str, path) -> str:
 def validate_section(instance: dict, schema_name: str, prefix: str = "") -> dict:
     """Validate (and fill defaults into) ``instance`` in place; raise ConfigError listing every problem."""
     schema = load_schema(schema_name)
-    validator = _Validator(schema)
+    validator = _Validator(schema, registry=_registry())
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []

@@ -17,6 +17,14 @@ from snakemake.exceptions import WorkflowError
 
 from diffcomp.config import ConfigError, validate_config
 from diffcomp.bumps.config import dataset_specs, semantic_config
+from diffcomp.relational.config import (
+    encoder_label,
+    experiment_settings,
+    run_definition,
+    run_id,
+    runs,
+)
+from diffcomp.relational.splits import Split
 
 try:
     config.update(validate_config(config))
@@ -97,6 +105,63 @@ def bump_hole_panels():
         name: (samples, BUMP_DATASETS[name]["holes"])
         for name, samples in zip(bump_hole_datasets(), bump_hole_samples())
     }
+
+
+def relational_train_inputs(wc):
+    """Icons and triples of the run's split, and the pretraining run it starts from (if any)."""
+    spec = RELATIONAL_SPLITS[wc.split]
+    inputs = {
+        "icons": rules.relational_vocabulary.output.icons.format(
+            vocab_size=spec["vocab_size"], icon_size=RELATIONAL_ICON_SIZE
+        ),
+        "train": rules.relational_split.output.train.format(split=wc.split),
+        "test": rules.relational_split.output.test.format(split=wc.split),
+    }
+    if RELATIONAL["pretraining_steps"]:
+        inputs["init"] = RELATIONAL_PRETRAIN.format(
+            experiment=wc.experiment, vocab_size=spec["vocab_size"], seed=wc.seed
+        )
+    return inputs
+
+
+def relational_run_definition(wc):
+    return run_definition(RELATIONAL, wc.experiment, wc.split, int(wc.seed))
+
+
+def relational_run_info(wc):
+    """The run's descriptive columns in the relational metrics table."""
+    settings = experiment_settings(config["relational"], wc.experiment)
+    spec = config["relational"]["splits"]
+    split = next(s for s in spec if s["name"] == wc.split)
+    return {
+        "run": f"{wc.experiment}/{wc.split}/seed{wc.seed}",
+        "experiment": wc.experiment,
+        "split": wc.split,
+        "family": Split.from_config(split).describe(),
+        "vocab_size": split["vocab_size"],
+        "encoder": encoder_label(settings["text_encoder"]),
+        "pos_emb": settings["model"]["pos_emb"],
+        "seed": int(wc.seed),
+    }
+
+
+def relational_samples_run():
+    """The run whose samples the sample-grid figure shows."""
+    section = config["relational"]
+    chosen = section["figures"]["samples_run"]
+    return chosen or run_id(*runs(section)[0])
+
+
+def relational_samples_file():
+    """The samples of that run's final checkpoint come from its samples folder."""
+    return f"{RESULTS}/relational/runs/{relational_samples_run()}/samples"
+
+
+def relational_samples_icons():
+    section = config["relational"]
+    split = relational_samples_run().split("/")[1]
+    vocab = next(s["vocab_size"] for s in section["splits"] if s["name"] == split)
+    return f"{RESULTS}/relational/vocab/N{vocab}_S{section['icon_size']}/icons.npz"
 
 
 def all_targets():

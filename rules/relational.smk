@@ -1,7 +1,15 @@
 # Relational-skew study (Chang et al. 2024): icon vocabularies, split families and their audit.
 # Only icons are rendered and cached (one .npz per vocabulary); a split is its triples as CSV,
 # and pair images are stacked from the icons when needed.
-from diffcomp.relational.config import split_specs, vocab_sizes
+from diffcomp.relational.config import (
+    baseline_experiment,
+    experiment_names,
+    pretrain_definition,
+    run_id,
+    runs,
+    split_specs,
+    vocab_sizes,
+)
 
 RELATIONAL = config.get("relational")
 RELATIONAL_SPLITS = split_specs(RELATIONAL) if RELATIONAL else {}
@@ -13,6 +21,7 @@ wildcard_constraints:
     split="|".join(map(re.escape, RELATIONAL_SPLITS)) or "NONE",
     vocab_size="|".join(map(str, vocab_sizes(RELATIONAL or {}))) or "NONE",
     icon_size=str(RELATIONAL_ICON_SIZE),
+    experiment="|".join(map(re.escape, experiment_names(RELATIONAL or {}))) or "NONE",
 
 
 rule relational_vocabulary:
@@ -109,6 +118,135 @@ rule relational_audit_figure:
         "../scripts/relational_audit_figure.py"
 
 
+RELATIONAL_RUNS = runs(RELATIONAL) if RELATIONAL else []
+RELATIONAL_RUN = f"{RESULTS}/relational/runs/{{experiment}}/{{split}}/seed{{seed}}"
+RELATIONAL_PRETRAIN = (
+    f"{RESULTS}/relational/pretrain/{{experiment}}/N{{vocab_size}}/seed{{seed}}/train"
+)
+RELATIONAL_FIGURES = ["curves", "scatter", "skew", "ablation", "samples"]
+
+
+rule relational_pretrain:
+    input:
+        icons=lambda wc: rules.relational_vocabulary.output.icons.format(
+            vocab_size=wc.vocab_size, icon_size=RELATIONAL_ICON_SIZE
+        ),
+    output:
+        directory(RELATIONAL_PRETRAIN),
+    log:
+        f"{LOGS}/relational/pretrain/{{experiment}}_N{{vocab_size}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/relational/pretrain/{{experiment}}_N{{vocab_size}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
+    params:
+        run=lambda wc: pretrain_definition(
+            RELATIONAL, wc.experiment, int(wc.vocab_size), int(wc.seed)
+        ),
+    script:
+        "../scripts/relational_train.py"
+
+
+rule relational_train:
+    input:
+        unpack(relational_train_inputs),
+    output:
+        directory(f"{RELATIONAL_RUN}/train"),
+    log:
+        f"{LOGS}/relational/train/{{experiment}}_{{split}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/relational/train/{{experiment}}_{{split}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
+    params:
+        run=relational_run_definition,
+    script:
+        "../scripts/relational_train.py"
+
+
+rule relational_sample:
+    input:
+        unpack(relational_train_inputs),
+        weights=rules.relational_train.output[0],
+    output:
+        directory(f"{RELATIONAL_RUN}/samples"),
+    log:
+        f"{LOGS}/relational/sample/{{experiment}}_{{split}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/relational/sample/{{experiment}}_{{split}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
+    params:
+        run=relational_run_definition,
+        sampling=RELATIONAL["sampling"] if RELATIONAL else {},
+    script:
+        "../scripts/relational_sample.py"
+
+
+rule relational_evaluate:
+    input:
+        samples=rules.relational_sample.output[0],
+        icons=lambda wc: relational_train_inputs(wc)["icons"],
+        audit=rules.relational_audit.output[0],
+    output:
+        f"{RELATIONAL_RUN}/metrics.csv",
+    log:
+        f"{LOGS}/relational/evaluate/{{experiment}}_{{split}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/relational/evaluate/{{experiment}}_{{split}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/eval.yaml"
+    params:
+        info=lambda wc: relational_run_info(wc),
+    script:
+        "../scripts/relational_evaluate.py"
+
+
+rule relational_metrics:
+    input:
+        [
+            f"{RESULTS}/relational/runs/{run_id(*r)}/metrics.csv"
+            for r in RELATIONAL_RUNS
+        ],
+    output:
+        f"{RESULTS}/relational/metrics.csv",
+    log:
+        f"{LOGS}/relational/metrics.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/relational_metrics.py"
+
+
+rule relational_figure:
+    input:
+        metrics=rules.relational_metrics.output[0],
+        samples=lambda wc: relational_samples_file(),
+        icons=lambda wc: relational_samples_icons(),
+    output:
+        report(
+            multiext(f"{RESULTS}/relational/figures/{{kind}}", ".png", ".pdf"),
+            caption="../report/relational_{kind}.rst",
+            category="Relational skew",
+            subcategory="Figures",
+        ),
+    log:
+        f"{LOGS}/relational/figures/{{kind}}.log",
+    wildcard_constraints:
+        kind="|".join(RELATIONAL_FIGURES),
+    localrule: True
+    conda:
+        "../envs/eval.yaml"
+    params:
+        baseline=baseline_experiment(RELATIONAL) if RELATIONAL else "",
+    script:
+        "../scripts/relational_figure.py"
+
+
 RELATIONAL_TARGETS = (
     [
         rules.relational_audit_table.output[0],
@@ -117,6 +255,12 @@ RELATIONAL_TARGETS = (
             f"{RESULTS}/relational/splits/{{split}}/{{file}}",
             split=RELATIONAL_SPLITS,
             file=["train.csv", "test.csv", "preview.png", "audit.json"],
+        ),
+        rules.relational_metrics.output[0],
+        *expand(
+            f"{RESULTS}/relational/figures/{{kind}}.{{ext}}",
+            kind=RELATIONAL_FIGURES,
+            ext=["png", "pdf"],
         ),
         *expand(
             f"{RELATIONAL_VOCAB}/{{file}}",

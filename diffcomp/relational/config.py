@@ -7,7 +7,7 @@ small enough to leave test pairs, a vocabulary no larger than the glyph list, un
 
 from __future__ import annotations
 
-from diffcomp.config import ConfigError
+from diffcomp.config import RUNTIME_KEYS, ConfigError
 from diffcomp.relational.icons import MAX_VOCAB_SIZE
 from diffcomp.relational.splits import Split, SplitSpecError
 
@@ -43,3 +43,128 @@ def check_relational(section: dict) -> None:
         except SplitSpecError as err:
             key = f".{err.key}" if err.key else ""
             raise ConfigError(f"{where}{key} (split {name!r}): {err}") from None
+    check_experiments(section)
+
+
+# --------------------------------------------------------------------------------------------
+# Experiments and runs
+# --------------------------------------------------------------------------------------------
+def experiment_names(section: dict) -> list[str]:
+    return [spec["name"] for spec in section.get("experiments", [])]
+
+
+def baseline_experiment(section: dict) -> str:
+    """The first experiment: the one every figure compares against."""
+    return experiment_names(section)[0]
+
+
+def experiment_settings(section: dict, name: str) -> dict:
+    """An experiment's text encoder and model: the study's settings with the experiment's overrides."""
+    spec = next(e for e in section["experiments"] if e["name"] == name)
+    text_encoder = dict(section["text_encoder"])
+    if "text_encoder" in spec:
+        text_encoder["name"] = spec["text_encoder"]
+    if "text_encoder_trainable" in spec:
+        text_encoder["trainable"] = spec["text_encoder_trainable"]
+    model = dict(section["model"])
+    if "pos_emb" in spec:
+        model["pos_emb"] = spec["pos_emb"]
+    return {"text_encoder": text_encoder, "model": model, "splits": spec.get("splits") or list(split_specs(section))}
+
+
+def encoder_label(text_encoder: dict) -> str:
+    """The encoder as the metrics table names it: t5-scratch, t5-scratch-trained, minilm, pretrained:<dir name>."""
+    name = text_encoder["name"]
+    if name.startswith("pretrained:"):
+        return "pretrained:" + name.removeprefix("pretrained:").rstrip("/").rsplit("/", 1)[-1]
+    return f"{name}-trained" if text_encoder["trainable"] else name
+
+
+def runs(section: dict) -> list[tuple[str, str, int]]:
+    """Every (experiment, split, seed) run, experiments in config order."""
+    return [
+        (name, split, seed)
+        for name in experiment_names(section)
+        for split in experiment_settings(section, name)["splits"]
+        for seed in section["seeds"]
+    ]
+
+
+def run_id(experiment: str, split: str, seed: int) -> str:
+    return f"{experiment}/{split}/seed{seed}"
+
+
+def _training_semantics(section: dict) -> dict:
+    return {k: v for k, v in section["training"].items() if k not in RUNTIME_KEYS}
+
+
+def pretrain_definition(section: dict, experiment: str, vocab_size: int, seed: int) -> dict:
+    """What determines the weights of a single-object pretraining run."""
+    settings = experiment_settings(section, experiment)
+    return {
+        "stage": "pretrain",
+        "icon_size": section["icon_size"],
+        "vocab_size": vocab_size,
+        "seed": seed,
+        "text_encoder": settings["text_encoder"],
+        "model": settings["model"],
+        "diffusion": section["diffusion"],
+        "training": {**_training_semantics(section), "steps": section["pretraining_steps"]},
+    }
+
+
+def run_definition(section: dict, experiment: str, split: str, seed: int) -> dict:
+    """What determines a pair-training run's weights (and nothing else): a change retrains it."""
+    settings = experiment_settings(section, experiment)
+    spec = split_specs(section)[split]
+    pretrain = (
+        pretrain_definition(section, experiment, spec["vocab_size"], seed) if section["pretraining_steps"] else None
+    )
+    return {
+        "stage": "pairs",
+        "icon_size": section["icon_size"],
+        "split": spec,
+        "seed": seed,
+        "text_encoder": settings["text_encoder"],
+        "model": settings["model"],
+        "diffusion": section["diffusion"],
+        "training": _training_semantics(section),
+        "init": pretrain,
+    }
+
+
+def check_experiments(section: dict) -> None:
+    """Experiment names unique, their splits configured, encoders usable, the samples run one of the runs."""
+    from diffcomp.relational.text import check_encoder
+
+    splits = split_specs(section)
+    seen: dict[str, int] = {}
+    for k, spec in enumerate(section["experiments"]):
+        where = f"relational.experiments[{k}]"
+        if spec["name"] in seen:
+            raise ConfigError(
+                f"{where}.name: experiment name {spec['name']!r} is used twice "
+                f"(first at relational.experiments[{seen[spec['name']]}])"
+            )
+        seen[spec["name"]] = k
+        for j, split in enumerate(spec.get("splits", [])):
+            if split not in splits:
+                raise ConfigError(f"{where}.splits[{j}]: no split named {split!r} (configured: {', '.join(splits)})")
+        settings = experiment_settings(section, spec["name"])
+        key = f"{where}.text_encoder" if "text_encoder" in spec else "relational.text_encoder.name"
+        check_encoder(settings["text_encoder"]["name"], key)
+        if settings["text_encoder"]["trainable"] and settings["text_encoder"]["name"] != "t5-scratch":
+            raise ConfigError(
+                f"{where}: only t5-scratch can be trained with the UNet, not {settings['text_encoder']['name']!r}"
+            )
+    model = section["model"]
+    if model["pos_emb"] == "sinusoidal" or any(e.get("pos_emb") == "sinusoidal" for e in section["experiments"]):
+        if model["block_out_channels"][0] % 4:
+            raise ConfigError(
+                f"relational.model.block_out_channels[0]: the sinusoidal position embedding needs a multiple of 4, "
+                f"got {model['block_out_channels'][0]}"
+            )
+    samples_run = section["figures"]["samples_run"]
+    known = [run_id(*r) for r in runs(section)]
+    if samples_run is not None and samples_run not in known:
+        raise ConfigError(f"relational.figures.samples_run: {samples_run!r} is not a run (runs: {', '.join(known)})")

@@ -1,0 +1,137 @@
+"""The text-conditioned denoiser of the relational study (Chang et al. 2024).
+
+A diffusers ``UNet2DConditionModel`` on 2S x S images (icon ``top`` stacked above icon
+``bottom``), cross-attending to the caption's token states. Two details matter for the study:
+
+- **Image position embedding.** A learned or fixed 2-D sinusoidal embedding is added to the
+  feature map right after the input convolution (``pos_emb``: ``learned`` | ``sinusoidal`` |
+  ``none``). Without it a convolutional UNet has little to tell "top" from "bottom" by; the
+  paper's ablation removes it and test accuracy collapses. The learned embedding starts at zero,
+  so at step 0 a model with it computes exactly what one without it does.
+- **Text states.** A frozen encoder's states are computed once per distinct caption outside the
+  model (diffcomp.relational.text caches them) and passed in as the condition; a trainable
+  encoder (``t5-scratch`` with ``trainable: true``) is a submodule, trained with the UNet, and
+  the condition is then the token ids. When the encoder's width differs from the cross-attention
+  width, the UNet's own ``encoder_hid_proj`` (``encoder_hid_dim_type="text_proj"``) maps it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers import UNet2DConditionModel
+from torch import nn
+
+POS_EMBEDDINGS = ("sinusoidal", "learned", "none")
+
+
+def sinusoidal_2d(channels: int, height: int, width: int) -> torch.Tensor:
+    """Fixed 2-D sinusoidal embedding (1, C, H, W): half the channels encode the row, half the column."""
+    if channels % 4:
+        raise ValueError(f"a 2-D sinusoidal embedding needs a channel count divisible by 4, got {channels}")
+    quarter = channels // 4
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(quarter, dtype=torch.float64) / quarter)
+
+    def encode(positions: torch.Tensor) -> torch.Tensor:  # (P,) -> (2 * quarter, P)
+        angles = freqs[:, None] * positions[None, :].double()
+        return torch.cat([angles.sin(), angles.cos()])
+
+    rows = encode(torch.arange(height))[:, :, None].expand(-1, height, width)
+    cols = encode(torch.arange(width))[:, None, :].expand(-1, height, width)
+    return torch.cat([rows, cols]).unsqueeze(0).float()
+
+
+class InputWithPosition(nn.Module):
+    """The UNet's input convolution followed by the image position embedding."""
+
+    def __init__(self, conv: nn.Conv2d, kind: str, height: int, width: int):
+        super().__init__()
+        self.conv = conv
+        self.kind = kind
+        channels = conv.out_channels
+        if kind == "learned":
+            self.position = nn.Parameter(torch.zeros(1, channels, height, width))
+        elif kind == "sinusoidal":
+            self.register_buffer("position", sinusoidal_2d(channels, height, width), persistent=False)
+        else:
+            raise ValueError(f"pos_emb must be one of {POS_EMBEDDINGS}, got {kind!r}")
+
+    @property
+    def in_channels(self) -> int:  # diffusers reads conv_in.in_channels
+        return self.conv.in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.position.to(x.dtype)
+
+
+class RelationalDenoiser(nn.Module):
+    def __init__(
+        self,
+        icon_size: int,
+        text_hidden_size: int,
+        block_out_channels=(64, 256, 1024),
+        layers_per_block: int = 2,
+        cross_attention_levels=(0, 1, 2),
+        cross_attention_dim: int = 128,
+        attention_head_dim: int = 8,
+        norm_num_groups: int = 32,
+        pos_emb: str = "sinusoidal",
+        text_encoder: nn.Module | None = None,
+    ):
+        super().__init__()
+        levels = len(block_out_channels)
+        bad = [level for level in cross_attention_levels if level >= levels]
+        if bad:
+            raise ValueError(f"cross_attention_levels {bad} do not exist in a {levels}-level UNet")
+        down = [("CrossAttnDownBlock2D" if k in cross_attention_levels else "DownBlock2D") for k in range(levels)]
+        up = [b.replace("Down", "Up") for b in reversed(down)]
+        self.icon_size = icon_size
+        self.image_shape = (2 * icon_size, icon_size)
+        project_text = text_hidden_size != cross_attention_dim
+        self.unet = UNet2DConditionModel(
+            sample_size=self.image_shape,
+            in_channels=1,
+            out_channels=1,
+            down_block_types=tuple(down),
+            up_block_types=tuple(up),
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            cross_attention_dim=cross_attention_dim,
+            attention_head_dim=attention_head_dim,
+            norm_num_groups=norm_num_groups,
+            encoder_hid_dim=text_hidden_size if project_text else None,
+            encoder_hid_dim_type="text_proj" if project_text else None,
+        )
+        self.pos_emb = pos_emb
+        if pos_emb != "none":
+            self.unet.conv_in = InputWithPosition(self.unet.conv_in, pos_emb, *self.image_shape)
+        # Only a trainable encoder is part of the model (and of its checkpoints).
+        self.text_encoder = text_encoder
+
+    @classmethod
+    def from_config(cls, run: dict, text_hidden_size: int, text_encoder: nn.Module | None = None):
+        model = run["model"]
+        return cls(
+            icon_size=run["icon_size"],
+            text_hidden_size=text_hidden_size,
+            block_out_channels=model["block_out_channels"],
+            layers_per_block=model["layers_per_block"],
+            cross_attention_levels=model["cross_attention_levels"],
+            cross_attention_dim=model["cross_attention_dim"],
+            attention_head_dim=model["attention_head_dim"],
+            norm_num_groups=model["norm_num_groups"],
+            pos_emb=model["pos_emb"],
+            text_encoder=text_encoder,
+        )
+
+    def text_states(self, condition) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token states, attention mask) from the condition: states already, or token ids for the encoder."""
+        tokens, mask = condition
+        if self.text_encoder is not None:
+            return self.text_encoder(tokens, mask), mask
+        return tokens, mask
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition) -> torch.Tensor:
+        states, mask = self.text_states(condition)
+        return self.unet(noisy, timesteps, encoder_hidden_states=states, encoder_attention_mask=mask).sample

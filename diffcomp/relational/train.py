@@ -1,0 +1,245 @@
+"""Training and sampling of the relational study's text-conditioned denoiser, on the shared trainer.
+
+A run (``results/relational/runs/{experiment}/{split}/seed{seed}``) trains on its split's
+training triples: each step draws triples with the data generator, stacks their icons into
+2S x S images and conditions on their captions. With ``pretraining_steps`` > 0 a run starts from
+a single-object pretraining run's final weights (``results/relational/pretrain/...``), trained on
+"an image of a {noun}." with the icon in the top or the bottom half and the other half blank.
+
+Sampling draws a seeded set of training and held-out triples once per run and generates them at
+every checkpoint with the same initial noise, so checkpoints differ by their weights alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler
+from diffcomp.io import atomic_path
+from diffcomp.relational.data import triples_from_frame
+from diffcomp.relational.icons import load_icons
+from diffcomp.relational.model import RelationalDenoiser
+from diffcomp.relational.relations import caption, single_object_caption
+from diffcomp.relational.text import build_caption_encoder
+from diffcomp.training import (
+    RUNTIME_KEYS,
+    TrainingTask,
+    load_snapshot,
+    read_snapshots,
+    resolve_device,
+    train,
+)
+
+log = logging.getLogger("diffcomp.relational")
+
+
+def triple_captions(triples: np.ndarray, names: list[str]) -> list[str]:
+    return [caption(names[top], names[bottom], int(relation)) for top, bottom, relation in triples]
+
+
+def read_split_triples(path, names: list[str]) -> np.ndarray:
+    """A split CSV (subject, relation, object) as int64 index triples (top, bottom, relation)."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return triples_from_frame(frame, names)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"{path}: not a triples table of this vocabulary: {err}") from None
+
+
+def caption_encoder(run: dict, names: list[str]):
+    """The run's text encoder; a frozen t5-scratch encoder is rebuilt identically from its seed."""
+    spec = run["text_encoder"]
+    return build_caption_encoder(
+        spec["name"],
+        names,
+        seed=spec["seed"],
+        trainable=spec["trainable"],
+        d_model=spec["d_model"],
+        num_layers=spec["num_layers"],
+        num_heads=spec["num_heads"],
+        d_ff=spec["d_ff"],
+        max_length=spec["max_length"],
+    )
+
+
+class Conditioner:
+    """Conditions for a fixed list of captions, looked up by index.
+
+    A frozen encoder's states are computed once for the whole list (each distinct caption once);
+    a trainable encoder gets the token ids and runs inside the model.
+    """
+
+    def __init__(self, encoder, captions: list[str], device: torch.device):
+        self.trainable = encoder.trainable
+        if self.trainable:
+            ids, mask = encoder.tokenize(captions)
+            self.tokens = ids.to(device)
+        else:
+            states, mask = encoder.encode(captions)
+            self.tokens = states.to(device)
+        self.mask = mask.to(device)
+
+    def __call__(self, index: torch.Tensor):
+        return self.tokens[index], self.mask[index]
+
+
+def build_model(run: dict, names: list[str], device: torch.device) -> tuple[RelationalDenoiser, object]:
+    """The denoiser and the text encoder of a run (a trainable encoder is inside the model)."""
+    encoder = caption_encoder(run, names).to(device)
+    model = RelationalDenoiser.from_config(
+        run, text_hidden_size=encoder.hidden_size, text_encoder=encoder if encoder.trainable else None
+    )
+    return model.to(device), encoder
+
+
+def train_relational_run(
+    run: dict,
+    runtime: dict,
+    icons_npz,
+    out_dir,
+    *,
+    train_csv=None,
+    init_dir=None,
+    stop_after_step: int | None = None,
+) -> dict:
+    """Train a pair run (``train_csv``, optionally from ``init_dir``'s final weights) or a pretraining run.
+
+    ``run`` is diffcomp.relational.config's run_definition / pretrain_definition; ``runtime`` the
+    training keys in RUNTIME_KEYS. Returns the summary written to train.json.
+    """
+    training = {**run["training"], **{k: runtime[k] for k in RUNTIME_KEYS}}
+    icons_np, names = load_icons(icons_npz)
+    icon_size = run["icon_size"]
+    if icons_np.shape[1:] != (icon_size, icon_size):
+        raise ValueError(f"{icons_npz}: icons are {icons_np.shape[1:]}, the run needs {icon_size} x {icon_size}")
+    pretraining = run["stage"] == "pretrain"
+    if pretraining:
+        captions = [single_object_caption(n) for n in names]
+        triples = None
+        name = f"pretrain N{len(names)}"
+    else:
+        triples = read_split_triples(train_csv, names)
+        if len(triples) == 0:
+            raise ValueError(f"{train_csv}: no training triples")
+        captions = triple_captions(triples, names)
+        name = run["split"]["name"]
+    init = read_snapshots(init_dir)[-1][1] if init_dir is not None else None
+
+    def build(device: torch.device) -> TrainingTask:
+        model, encoder = build_model(run, names, device)
+        if init is not None:
+            load_snapshot(init, model)
+        conditioner = Conditioner(encoder, captions, device)
+        icons = torch.from_numpy(icons_np).to(device) * 2.0 - 1.0  # [-1, 1], 1 = white
+        blank = torch.ones_like(icons[0])
+        batch_size = training["batch_size"]
+        table = torch.from_numpy(triples).to(device) if triples is not None else None
+
+        def next_batch(generator: torch.Generator):
+            index = torch.randint(len(captions), (batch_size,), generator=generator, device=device)
+            if pretraining:
+                # the noun's icon in the top or the bottom half, the other half blank
+                on_top = torch.randint(2, (batch_size, 1, 1), generator=generator, device=device).bool()
+                icon = icons[index]
+                top, bottom = torch.where(on_top, icon, blank), torch.where(on_top, blank, icon)
+            else:
+                top, bottom = icons[table[index, 0]], icons[table[index, 1]]
+            return torch.cat([top, bottom], dim=1).unsqueeze(1), index
+
+        epsilon_loss = EpsilonLoss(ddpm_scheduler(run["diffusion"]), training["snr_gamma"], device)
+
+        def loss(forward, batch, generator):
+            clean, index = batch
+            return epsilon_loss(forward, clean, conditioner(index), generator)
+
+        return TrainingTask(
+            name=name,
+            model=model,
+            next_batch=next_batch,
+            loss=loss,
+            summary={"stage": run["stage"], "run": name, "captions": len(set(captions))},
+        )
+
+    return train(build, run, training, out_dir, stop_after_step=stop_after_step)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+def sampling_triples(train: np.ndarray, test: np.ndarray, num_train: int, num_test: int, seed: int):
+    """Triples to generate: drawn without replacement from each side while there are enough."""
+    rng = np.random.default_rng(seed)
+    parts, splits = [], []
+    for part, pool, count in (("train", train, num_train), ("test", test, num_test)):
+        if len(pool) == 0:
+            continue
+        parts.append(pool[rng.choice(len(pool), size=count, replace=count > len(pool))])
+        splits += [part] * count
+    return np.concatenate(parts), np.array(splits)
+
+
+@torch.no_grad()
+def generate(model, scheduler, conditioner: Conditioner, *, num_inference_steps, batch_size, seed, device):
+    """Run the reverse chain for every caption of ``conditioner``; images in [0, 1], (n, 2S, S)."""
+    model.eval()
+    scheduler.set_timesteps(num_inference_steps)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    count = len(conditioner.mask)
+    images = []
+    for start in range(0, count, batch_size):
+        index = torch.arange(start, min(start + batch_size, count), device=device)
+        condition = conditioner(index)
+        x = torch.randn((len(index), 1, *model.image_shape), generator=generator, device=device)
+        for t in scheduler.timesteps:
+            eps = model(x, t.expand(len(index)).to(device), condition)
+            x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        images.append(((x.clamp(-1, 1) + 1) / 2).squeeze(1).float().cpu().numpy())
+    return np.concatenate(images)
+
+
+def sample_relational_run(run: dict, sampling: dict, runtime: dict, icons_npz, train_csv, test_csv, train_dir, out_dir):
+    """Sample every checkpoint of a finished run into ``out_dir/step{N}.npz``; returns the files written."""
+    device = resolve_device(runtime["device"])
+    torch.set_num_threads(runtime["threads"])
+    _, names = load_icons(icons_npz)
+    train_triples = read_split_triples(train_csv, names)
+    test_triples = read_split_triples(test_csv, names)
+    seed = run["seed"]
+    triples, splits = sampling_triples(train_triples, test_triples, sampling["num_train"], sampling["num_test"], seed)
+    snapshots = read_snapshots(train_dir)
+    model, encoder = build_model(run, names, device)
+    conditioner = Conditioner(encoder, triple_captions(triples, names), device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for step, path in snapshots:
+        load_snapshot(path, model)
+        images = generate(
+            model,
+            sampling_scheduler(run["diffusion"], sampling["sampler"]),
+            conditioner,
+            num_inference_steps=inference_steps(run["diffusion"], sampling),
+            batch_size=sampling["batch_size"],
+            # the same noise at every checkpoint: differences come from the weights alone
+            seed=seed * 1_000_003 + 7,
+            device=device,
+        )
+        target = out_dir / f"step{step:09d}.npz"
+        with atomic_path(target) as tmp:
+            np.savez_compressed(
+                tmp,
+                images=images.astype(np.float16),
+                top=triples[:, 0],
+                bottom=triples[:, 1],
+                relation=triples[:, 2],
+                split=splits,
+                step=np.int64(step),
+            )
+        written.append(target)
+        log.info("step %d: %d samples -> %s", step, len(triples), target)
+    return written

@@ -1,0 +1,18 @@
+"""Rule relational_sample: sample every kept checkpoint of a run (one job per run)."""
+
+from diffcomp.relational.train import sample_relational_run
+from diffcomp.workflow import rule_logging
+
+with rule_logging(snakemake) as log:
+    runtime = {**snakemake.config["relational"]["training"], "threads": snakemake.threads}
+    written = sample_relational_run(
+        snakemake.params.run,
+        snakemake.params.sampling,
+        runtime,
+        snakemake.input.icons,
+        snakemake.input.train,
+        snakemake.input.test,
+        snakemake.input.weights,
+        snakemake.output[0],
+    )
+    log.info("sampled %d checkpoints", len(written))

@@ -1,0 +1,313 @@
+import re
+
+import matplotlib.image
+import matplotlib.text
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+from scipy.stats import spearmanr
+
+from diffcomp.relational import figures as F
+from diffcomp.relational.icons import pair_images, render_icons, save_icons
+
+STEPS = [0, 500, 1000]
+SEEDS = [0, 1]
+# split -> (family, visual c_r1, c_r2, visual balance, linguistic c_r1, c_r2, linguistic balance, coverage, final acc)
+SPLITS = {
+    "band": ("band(m=1)", 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 30.0, 0.9),
+    "bipartite": ("bipartite", 50.0, 50.0, 0.0, 100.0, 100.0, 100.0, 50.0, 0.2),
+    "random": ("random(size=20)", 90.0, 80.0, 70.0, 90.0, 90.0, 85.0, 20.0, 0.6),
+    "caption_by_order": ("caption_by_order", 100.0, 100.0, 100.0, 90.0, 90.0, 40.0, 50.0, 0.7),
+}
+EXPERIMENTS = {"baseline": ("t5-scratch", "sinusoidal", 1.0), "no_pos_emb": ("t5-scratch", "none", 0.3)}
+
+
+def _table(seeds=SEEDS) -> pd.DataFrame:
+    rows = []
+    for experiment, (encoder, pos_emb, factor) in EXPERIMENTS.items():
+        for split, (family, v1, v2, vb, l1, l2, lb, cov, acc) in SPLITS.items():
+            for seed in seeds:
+                for k, step in enumerate(STEPS):
+                    test = float(np.clip(factor * acc * k / (len(STEPS) - 1) + 0.03 * seed, 0, 1))
+                    train = float(np.clip(test + 0.2, 0, 1))
+                    wrong = 1 - test
+                    rows.append(
+                        {
+                            "run": f"{experiment}_{split}_seed{seed}",
+                            "experiment": experiment,
+                            "split": split,
+                            "family": family,
+                            "vocab_size": 10,
+                            "encoder": encoder,
+                            "pos_emb": pos_emb,
+                            "seed": seed,
+                            "step": step,
+                            "train_accuracy": train,
+                            "test_accuracy": test,
+                            "train_frac_swapped": (1 - train) / 2,
+                            "train_frac_one_wrong": (1 - train) / 4,
+                            "train_frac_both_wrong": (1 - train) / 4,
+                            "test_frac_swapped": wrong * 0.6,
+                            "test_frac_one_wrong": wrong * 0.3,
+                            "test_frac_both_wrong": wrong * 0.1,
+                            "n_train_samples": 40,
+                            "n_test_samples": 60,
+                            "visual_completeness_r1": v1,
+                            "visual_completeness_r2": v2,
+                            "visual_balance": vb,
+                            "linguistic_completeness_r1": l1,
+                            "linguistic_completeness_r2": l2,
+                            "linguistic_balance": lb,
+                            "coverage": cov,
+                        }
+                    )
+    return pd.DataFrame(rows, columns=list(F.METRICS_COLUMNS))
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return _table()
+
+
+@pytest.fixture
+def metrics_csv(tmp_path, metrics):
+    path = tmp_path / "metrics.csv"
+    metrics.to_csv(path, index=False)
+    return path
+
+
+def _texts(fig) -> list[matplotlib.text.Text]:
+    return [t for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+
+
+def _assert_fonts(fig):
+    fig.canvas.draw()  # tick labels exist after drawing
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)]
+    assert sizes and min(sizes) >= F.MIN_FONT_SIZE
+
+
+def _assert_images(paths):
+    for path in paths:
+        assert path.exists() and path.stat().st_size > 5000, path
+    png = matplotlib.image.imread(paths[0])
+    assert png.shape[0] > 200 and png.shape[1] > 200
+    assert png[..., :3].std() > 0.05  # not a blank canvas
+
+
+def _samples(n_per_split=5, vocab=6, size=16):
+    icons = render_icons(vocab, size)
+    rng = np.random.default_rng(1)
+    n = 2 * n_per_split
+    top = rng.integers(0, vocab, n)
+    bottom = (top + rng.integers(1, vocab, n)) % vocab
+    samples = {
+        "images": pair_images(icons, top, bottom).astype(np.float16),
+        "top": top.astype(np.int64),
+        "bottom": bottom.astype(np.int64),
+        "relation": (np.arange(n) % 2).astype(np.int64),
+        "split": np.array(["train"] * n_per_split + ["test"] * n_per_split),
+        "step": np.int64(1000),
+    }
+    return samples, icons
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+@pytest.mark.parametrize("kind", ["curves", "scatter", "skew", "ablation"])
+def test_metric_figures_build_and_save(tmp_path, metrics_csv, kind):
+    outputs = [tmp_path / f"{kind}.png", tmp_path / f"{kind}.pdf"]
+    fig = F.write_relational_figure(kind, metrics_csv, outputs, baseline="baseline")
+    _assert_images(outputs)
+    _assert_fonts(fig)
+
+
+def test_samples_figure_from_files(tmp_path):
+    samples, icons = _samples()
+    # the first two training samples are drawn with their halves swapped: both nouns, wrong order
+    samples["images"][:2] = pair_images(icons, samples["bottom"][:2], samples["top"][:2])
+    run_dir = tmp_path / "baseline" / "band" / "seed0" / "samples"
+    run_dir.mkdir(parents=True)
+    np.savez(run_dir / "step1000.npz", **samples)
+    names = [f"noun{k}" for k in range(len(icons))]
+    save_icons(tmp_path / "icons.npz", icons, names)
+    outputs = [tmp_path / "samples.png", tmp_path / "samples.pdf"]
+    fig = F.write_relational_figure(
+        "samples",
+        None,
+        outputs,
+        baseline="baseline",
+        samples_npz=run_dir / "step1000.npz",
+        icons_npz=tmp_path / "icons.npz",
+    )
+    _assert_images(outputs)
+    _assert_fonts(fig)
+    assert fig._suptitle.get_text().startswith("baseline/band/seed0: generated samples at step 1000")
+    frames = {ax.get_label(): to_hex(ax.spines["left"].get_edgecolor()) for ax in fig.axes if ":" in ax.get_label()}
+    assert len(frames) == 10
+    for label, colour in frames.items():
+        index = int(label.split(":")[1])
+        assert colour == (F.WRONG_COLOUR if index < 2 else F.CORRECT_COLOUR), label
+
+
+def test_curves_one_line_per_split_solid_and_dashed(metrics):
+    fig = F.curves_figure(metrics, "baseline")
+    ax = fig.axes[0]
+    styles = [line.get_linestyle() for line in ax.get_lines()]
+    assert styles.count("-") == len(SPLITS) and styles.count("--") == len(SPLITS)
+    legend_texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "band (band(m=1))" in legend_texts and "random (random(size=20))" in legend_texts
+    assert "2 seeds" in fig._suptitle.get_text()
+
+
+def test_scatter_rho_matches_scipy_on_aggregated_points(metrics):
+    final = metrics[(metrics["experiment"] == "baseline") & (metrics["step"] == STEPS[-1])]
+    by_split = final.groupby("split", sort=False).mean(numeric_only=True)
+    x = {
+        "visual_completeness": (by_split["visual_completeness_r1"] + by_split["visual_completeness_r2"]) / 2,
+        "visual_balance": by_split["visual_balance"],
+        "coverage": by_split["coverage"],
+    }
+    rhos = F.scatter_rhos(metrics, "baseline")
+    fig = F.scatter_figure(metrics, "baseline")
+    titles = [ax.get_title() for ax in fig.axes]
+    for (column, _), title in zip(F.SCATTER_AXES, titles, strict=True):
+        expected = spearmanr(x[column], by_split["test_accuracy"]).statistic
+        assert rhos[column] == pytest.approx(expected)
+        shown = float(re.search(r"= (-?\d\.\d\d)", title).group(1))
+        assert shown == pytest.approx(round(expected, 2)), title
+    # the visual completeness axis says it averages r1 and r2
+    assert "mean of r1 and r2" in fig.axes[0].get_xlabel()
+    # random splits use another marker
+    markers = {line.get_marker() for line in fig.axes[0].get_lines() if line.get_marker() not in (None, "None", "")}
+    assert {"o", "^"} <= markers
+
+
+def test_final_points_mean_and_interval(metrics):
+    points = F.final_points(metrics, "baseline").set_index("split")
+    assert list(points.index) == list(SPLITS)
+    band = metrics[(metrics["split"] == "band") & (metrics["experiment"] == "baseline") & (metrics["step"] == 1000)]
+    values = band["test_accuracy"].to_numpy()
+    half = 12.706204736174707 * values.std(ddof=1) / np.sqrt(2)  # t_{0.975, 1}
+    assert points.loc["band", "test_accuracy"] == pytest.approx(values.mean())
+    assert points.loc["band", "test_accuracy_hi"] - points.loc["band", "test_accuracy"] == pytest.approx(half)
+    assert points.loc["band", "visual_completeness"] == pytest.approx(100.0)
+    assert points.loc["random", "visual_completeness"] == pytest.approx(85.0)
+
+
+def test_spearman_na_cases():
+    assert np.isnan(F.spearman_rho([1, 2], [0.1, 0.2]))
+    assert np.isnan(F.spearman_rho([5, 5, 5], [0.1, 0.2, 0.3]))  # constant x
+    assert np.isnan(F.spearman_rho([1, 1, 2, 2], [0.1, 0.1, 0.3, 0.3]))  # two distinct points
+    assert np.isnan(F.spearman_rho([1, 2, np.nan], [0.1, 0.2, 0.3]))
+    assert F.spearman_rho([1, 2, 3], [0.3, 0.2, 0.1]) == pytest.approx(-1.0)
+
+
+def test_one_seed_has_no_interval_but_draws(tmp_path):
+    table = _table(seeds=[0])
+    points = F.final_points(table, "baseline")
+    assert np.allclose(points["test_accuracy_lo"], points["test_accuracy"])
+    assert np.allclose(points["test_accuracy_hi"], points["test_accuracy"])
+    for kind in ("curves", "scatter", "skew", "ablation"):
+        fig = getattr(F, f"{kind}_figure")(table, "baseline")
+        assert "1 seed" in fig._suptitle.get_text()
+        F.save_figure(fig, [tmp_path / f"{kind}.png"])
+        assert (tmp_path / f"{kind}.png").stat().st_size > 5000
+
+
+def test_empty_table_and_missing_baseline_draw_no_data(tmp_path, metrics):
+    empty = metrics.iloc[0:0]
+    for table, baseline in ((empty, "baseline"), (metrics, "no_such_experiment")):
+        for kind in ("curves", "scatter", "skew"):
+            fig = getattr(F, f"{kind}_figure")(table, baseline)
+            assert any(t.get_text().startswith("no ") for t in _texts(fig)), kind
+            _assert_fonts(fig)
+            F.save_figure(fig, [tmp_path / f"{kind}.png", tmp_path / f"{kind}.pdf"])
+    fig = F.ablation_figure(empty, "baseline")
+    assert any(t.get_text().startswith("no ") for t in _texts(fig))
+    # the ablation still draws the other experiments without the baseline, and says so
+    fig = F.ablation_figure(metrics, "no_such_experiment")
+    assert "no runs" in fig._suptitle.get_text()
+    # a header-only CSV goes through the file entry point too
+    path = tmp_path / "empty.csv"
+    empty.to_csv(path, index=False)
+    F.write_relational_figure("scatter", path, [tmp_path / "e.png", tmp_path / "e.pdf"], baseline="baseline")
+    assert (tmp_path / "e.png").exists() and (tmp_path / "e.pdf").exists()
+    samples = {"images": np.zeros((0, 32, 16)), "top": [], "bottom": [], "relation": [], "split": [], "step": 0}
+    fig = F.sample_grid_figure(samples, None, [], [], [])
+    assert any(t.get_text() == "no samples" for t in _texts(fig))
+    # a run without sample files yet: the samples figure says so instead of failing
+    outputs = [tmp_path / "s.png", tmp_path / "s.pdf"]
+    F.write_relational_figure("samples", path, outputs, baseline="baseline", samples_npz=None, icons_npz=None)
+    assert all(p.stat().st_size > 0 for p in outputs)
+
+
+def test_only_baseline_ablation_still_draws(metrics):
+    fig = F.ablation_figure(metrics[metrics["experiment"] == "baseline"], "baseline")
+    assert "only the baseline" in fig._suptitle.get_text()
+    assert len(fig.axes[0].patches) == len(SPLITS)
+
+
+def test_ablation_names_what_differs(metrics):
+    fig = F.ablation_figure(metrics, "baseline")
+    title = fig._suptitle.get_text()
+    assert "pos_emb" in title and "encoder" not in title.split("\n")[1]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[0].startswith("baseline:") and "(baseline)" in labels[0]
+    assert labels[1].startswith("no_pos_emb:") and "pos_emb none" in labels[1]
+    assert len(fig.axes[0].patches) == len(SPLITS) * len(EXPERIMENTS)
+
+
+def test_missing_column_raises_naming_file_and_column(tmp_path, metrics):
+    path = tmp_path / "bad.csv"
+    metrics.drop(columns=["coverage", "visual_balance"]).to_csv(path, index=False)
+    outputs = [tmp_path / "x.png", tmp_path / "x.pdf"]
+    with pytest.raises(ValueError, match=r"bad\.csv.*visual_balance, coverage"):
+        F.write_relational_figure("scatter", path, outputs, baseline="baseline")
+    assert not any(p.exists() for p in outputs)
+    with pytest.raises(ValueError, match="coverage"):
+        F.scatter_figure(metrics.drop(columns=["coverage"]), "baseline")
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"")
+    with pytest.raises(ValueError, match="garbage.csv"):
+        F.write_relational_figure("curves", garbage, outputs, baseline="baseline")
+    with pytest.raises(ValueError, match="missing.csv"):
+        F.write_relational_figure("curves", tmp_path / "missing.csv", outputs, baseline="baseline")
+    assert not any(p.exists() for p in outputs)
+    with pytest.raises(ValueError, match="unknown"):
+        F.write_relational_figure("nope", path, outputs, baseline="baseline")
+
+
+def test_pos_emb_none_survives_csv(metrics_csv):
+    table = F.read_relational_metrics(metrics_csv)
+    assert set(table["pos_emb"]) == {"sinusoidal", "none"}
+
+
+def test_sample_grid_colours_from_given_predictions():
+    samples, icons = _samples(n_per_split=4)
+    names = [f"noun{k}" for k in range(len(icons))]
+    pred_top = samples["top"].copy()
+    pred_bottom = samples["bottom"].copy()
+    pred_bottom[[1, 6]] = (pred_bottom[[1, 6]] + 1) % len(icons)  # one train and one test wrong
+    pred_top[7] = -1  # a blank half
+    fig = F.sample_grid_figure(samples, icons, names, pred_top, pred_bottom, max_per_split=8)
+    _assert_fonts(fig)
+    shown = {ax.get_label(): ax for ax in fig.axes if ":" in ax.get_label()}
+    assert sorted(shown) == sorted([f"train:{k}" for k in range(4)] + [f"test:{k}" for k in range(4, 8)])
+    for label, ax in shown.items():
+        index = int(label.split(":")[1])
+        expected = F.WRONG_COLOUR if index in (1, 6, 7) else F.CORRECT_COLOUR
+        assert to_hex(ax.spines["top"].get_edgecolor()) == expected
+        assert to_hex(ax.title.get_color()) == expected
+        assert ax.get_xlabel().startswith("pred:")
+    assert "blank" in shown["test:7"].get_xlabel()
+    assert "noun" in shown["train:0"].get_title()
+    subtitles = [sub._suptitle.get_text() for sub in fig.subfigs]
+    assert subtitles[0].startswith("train") and "accuracy 0.75" in subtitles[0]
+    assert subtitles[1].startswith("test") and "accuracy 0.50" in subtitles[1]
+    # at most max_per_split per row
+    fig = F.sample_grid_figure(samples, icons, names, pred_top, pred_bottom, max_per_split=2)
+    assert sum(":" in ax.get_label() for ax in fig.axes) == 4
+    with pytest.raises(ValueError, match="one entry per image"):
+        F.sample_grid_figure(samples, icons, names, pred_top[:3], pred_bottom, max_per_split=2)
