@@ -33,39 +33,12 @@ from matplotlib.lines import Line2D
 
 from diffcomp.bumps.figures import _band, _curves_axes, _no_data, aggregate_seeds
 from diffcomp.io import save_figure
+from diffcomp.relational.evaluate import FAILURE_KINDS, METRIC_COLUMNS, read_metrics
 from diffcomp.relational.relations import caption
 
-METRICS_COLUMNS = (
-    "run",
-    "experiment",
-    "split",
-    "family",
-    "vocab_size",
-    "encoder",
-    "pos_emb",
-    "seed",
-    "step",
-    "train_accuracy",
-    "test_accuracy",
-    "train_frac_swapped",
-    "train_frac_one_wrong",
-    "train_frac_both_wrong",
-    "test_frac_swapped",
-    "test_frac_one_wrong",
-    "test_frac_both_wrong",
-    "n_train_samples",
-    "n_test_samples",
-    "visual_completeness_r1",
-    "visual_completeness_r2",
-    "visual_balance",
-    "linguistic_completeness_r1",
-    "linguistic_completeness_r2",
-    "linguistic_balance",
-    "coverage",
-)
+METRICS_COLUMNS = tuple(METRIC_COLUMNS)
 _TEXT_COLUMNS = ("run", "experiment", "split", "family", "encoder", "pos_emb")
 FIGURES = ("curves", "scatter", "skew", "ablation", "samples")
-FAILURE_KINDS = ("swapped", "one_wrong", "both_wrong")
 FAILURE_COLOURS = {"swapped": "#d62728", "one_wrong": "#ff7f0e", "both_wrong": "0.45"}
 CORRECT_COLOUR = "#1a9850"
 WRONG_COLOUR = "#d73027"
@@ -127,11 +100,7 @@ def read_relational_metrics(path) -> pd.DataFrame:
 
     Only empty cells are missing values, so labels such as "none" (``pos_emb``) read back as written.
     """
-    try:
-        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError) as err:  # pandas' parser and empty-data errors are ValueErrors
-        raise ValueError(f"metrics file {path} is unreadable: {err}") from None
-    _check_columns(table, METRICS_COLUMNS, f"metrics file {path}")
+    table = read_metrics(path)
     return _coerce(table)
 
 

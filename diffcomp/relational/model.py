@@ -77,6 +77,7 @@ class RelationalDenoiser(nn.Module):
         attention_head_dim: int = 8,
         norm_num_groups: int = 32,
         pos_emb: str = "sinusoidal",
+        self_attention: bool = True,
         text_encoder: nn.Module | None = None,
     ):
         super().__init__()
@@ -102,6 +103,9 @@ class RelationalDenoiser(nn.Module):
             norm_num_groups=norm_num_groups,
             encoder_hid_dim=text_hidden_size if project_text else None,
             encoder_hid_dim_type="text_proj" if project_text else None,
+            # without self-attention each transformer block attends to the caption only (cheaper on a CPU)
+            only_cross_attention=not self_attention,
+            mid_block_only_cross_attention=not self_attention,
         )
         self.pos_emb = pos_emb
         if pos_emb != "none":
@@ -122,6 +126,7 @@ class RelationalDenoiser(nn.Module):
             attention_head_dim=model["attention_head_dim"],
             norm_num_groups=model["norm_num_groups"],
             pos_emb=model["pos_emb"],
+            self_attention=model["self_attention"],
             text_encoder=text_encoder,
         )
 
