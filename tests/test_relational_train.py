@@ -1,0 +1,193 @@
+"""Relational training on the shared trainer: resume, NaN stop, two stages, position embedding, sampling."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffcomp.config import RUNTIME_KEYS, validate_config
+from diffcomp.io import write_csv
+from diffcomp.relational.config import pretrain_definition, run_definition
+from diffcomp.relational.data import triples_frame
+from diffcomp.relational.icons import nouns, render_icons, save_icons
+from diffcomp.relational.model import RelationalDenoiser, sinusoidal_2d
+from diffcomp.relational.splits import Split
+from diffcomp.relational.train import sample_relational_run, train_relational_run
+from diffcomp.training import NonFiniteLoss, RunPaths, TrainingInterrupted
+
+N = 4
+TINY = {
+    "relational": {
+        "icon_size": 16,
+        "splits": [{"name": "band", "family": "band", "vocab_size": N, "m": 1}],
+        "text_encoder": {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32, "max_length": 12},
+        "model": {
+            "block_out_channels": [8, 16],
+            "layers_per_block": 1,
+            "cross_attention_levels": [1],
+            "cross_attention_dim": 16,
+            "attention_head_dim": 4,
+            "norm_num_groups": 4,
+        },
+        "diffusion": {"num_train_timesteps": 20},
+        "training": {
+            "steps": 8,
+            "batch_size": 4,
+            "learning_rate": 0.001,
+            "warmup_steps": 2,
+            "lr_schedule": "cosine",
+            "ema_decay": 0.9,
+            "checkpoint_every": 4,
+            "log_every": 2,
+        },
+        "sampling": {"num_train": 3, "num_test": 2, "num_inference_steps": 2, "batch_size": 4},
+    }
+}
+
+
+def tiny_section(tmp_path, *, trainable=False, pretraining_steps=0, **model):
+    config = validate_config(TINY)
+    section = config["relational"]
+    section["text_encoder"]["trainable"] = trainable
+    section["model"].update(model)
+    section["pretraining_steps"] = pretraining_steps
+    icons = tmp_path / "icons.npz"
+    save_icons(icons, render_icons(N, 16), nouns(N))
+    train, test = Split.from_config(section["splits"][0]).triples()
+    write_csv(tmp_path / "train.csv", triples_frame(train, nouns(N)))
+    write_csv(tmp_path / "test.csv", triples_frame(test, nouns(N)))
+    runtime = {k: section["training"][k] for k in RUNTIME_KEYS}
+    return section, runtime, icons
+
+
+def weights(out_dir, name=None):
+    snapshots = sorted((out_dir / "snapshots").glob("*.safetensors"))
+    return load_file(str(snapshots[-1] if name is None else out_dir / "snapshots" / name))
+
+
+def assert_identical(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("trainable", [False, True], ids=["frozen-encoder", "trained-encoder"])
+def test_resume_is_bit_identical(tmp_path, trainable):
+    section, runtime, icons = tiny_section(tmp_path, trainable=trainable)
+    run = run_definition(section, "baseline", "band", 0)
+    reference = tmp_path / "a" / "train"
+    summary = train_relational_run(run, runtime, icons, reference, train_csv=tmp_path / "train.csv")
+    assert summary["snapshot_steps"] == [4, 8]
+    encoder_keys = [k for k in weights(reference) if k.startswith("text_encoder.")]
+    # a trained encoder is part of the model's checkpoints; a frozen one is rebuilt from its seed
+    assert bool(encoder_keys) == trainable
+
+    resumed = tmp_path / "b" / "train"
+    with pytest.raises(TrainingInterrupted, match="stopped at step 5/8"):
+        train_relational_run(run, runtime, icons, resumed, train_csv=tmp_path / "train.csv", stop_after_step=5)
+    assert not resumed.exists()
+    summary = train_relational_run(run, runtime, icons, resumed, train_csv=tmp_path / "train.csv")
+    assert summary["steps_this_job"] == 3
+    for name in ("step000000004.safetensors", "step000000008.safetensors"):
+        assert_identical(weights(reference, name), weights(resumed, name))
+    assert (reference / "loss.csv").read_text() == (resumed / "loss.csv").read_text()
+
+
+def test_nan_loss_stops_before_any_checkpoint(tmp_path, monkeypatch):
+    section, runtime, icons = tiny_section(tmp_path)
+    run = run_definition(section, "baseline", "band", 0)
+    real_mse = torch.nn.functional.mse_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_mse(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", poisoned)
+    out = tmp_path / "run" / "train"
+    with pytest.raises(NonFiniteLoss, match=r"band seed 0: loss became nan between steps 3 and 4"):
+        train_relational_run(run, runtime, icons, out, train_csv=tmp_path / "train.csv")
+    assert not out.exists()
+    assert not list(RunPaths.for_run(out, run).state_dir.glob("state_step*.pt"))
+
+
+def test_pair_training_starts_from_the_pretraining_weights(tmp_path):
+    section, runtime, icons = tiny_section(tmp_path, pretraining_steps=4)
+    pretrain = pretrain_definition(section, "baseline", N, 0)
+    assert pretrain["training"]["steps"] == 4 and pretrain["stage"] == "pretrain"
+    pre_dir = tmp_path / "pre" / "train"
+    summary = train_relational_run(pretrain, runtime, icons, pre_dir)
+    assert summary["captions"] == N  # "an image of a {noun}." for each noun
+
+    run = run_definition(section, "baseline", "band", 0)
+    assert run["init"] == pretrain  # the pretraining config is part of the pair run's fingerprint
+    from_pretrained = tmp_path / "b" / "train"
+    train_relational_run(run, runtime, icons, from_pretrained, train_csv=tmp_path / "train.csv", init_dir=pre_dir)
+    from_scratch = tmp_path / "c" / "train"
+    train_relational_run(run, runtime, icons, from_scratch, train_csv=tmp_path / "train.csv")
+    a, b = weights(from_pretrained), weights(from_scratch)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_zero_initialised_learned_position_embedding_is_a_no_op_at_step_zero(tmp_path):
+    section, _, _ = tiny_section(tmp_path)
+    run = run_definition(section, "baseline", "band", 0)
+    outputs = {}
+    x = torch.randn(3, 1, 32, 16, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0, 5, 19])
+    states = torch.randn(3, 6, 16, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(3, 6, dtype=torch.long)
+    for kind in ("learned", "none", "sinusoidal"):
+        torch.manual_seed(0)
+        model = RelationalDenoiser.from_config({**run, "model": {**run["model"], "pos_emb": kind}}, text_hidden_size=16)
+        with torch.no_grad():
+            outputs[kind] = model.eval()(x, t, (states, mask))
+    assert torch.equal(outputs["learned"], outputs["none"])
+    assert not torch.allclose(outputs["sinusoidal"], outputs["none"])
+
+
+def test_sinusoidal_position_embedding_tells_every_pixel_apart():
+    emb = sinusoidal_2d(8, 32, 16)[0]  # (C, H, W)
+    assert emb.shape == (8, 32, 16)
+    flat = emb.flatten(1).T  # one row per pixel
+    assert len(torch.unique(flat, dim=0)) == 32 * 16
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sinusoidal_2d(6, 4, 4)
+
+
+def test_sampling_is_deterministic_and_holds_what_the_evaluator_reads(tmp_path):
+    section, runtime, icons = tiny_section(tmp_path)
+    run = run_definition(section, "baseline", "band", 0)
+    train_dir = tmp_path / "run" / "train"
+    train_relational_run(run, runtime, icons, train_dir, train_csv=tmp_path / "train.csv")
+    args = (run, section["sampling"], runtime, icons, tmp_path / "train.csv", tmp_path / "test.csv", train_dir)
+    first = sample_relational_run(*args, tmp_path / "s1")
+    second = sample_relational_run(*args, tmp_path / "s2")
+    assert [p.name for p in first] == ["step000000004.npz", "step000000008.npz"]
+    for a, b in zip(first, second, strict=True):
+        with np.load(a) as x, np.load(b) as y:
+            assert x["images"].shape == (5, 32, 16)
+            assert list(x["split"]) == ["train"] * 3 + ["test"] * 2
+            for key in ("images", "top", "bottom", "relation"):
+                np.testing.assert_array_equal(x[key], y[key])
+    # the held-out triples really are held out
+    with np.load(first[0]) as x:
+        train, test = Split.from_config(section["splits"][0]).triples()
+        sampled = np.stack([x["top"], x["bottom"], x["relation"]], axis=1)
+        train_set = {tuple(t) for t in train}
+        assert all(tuple(t) in train_set for t in sampled[:3])
+        assert not any(tuple(t) in train_set for t in sampled[3:])
+
+
+def test_corrupt_snapshot_is_a_clear_error(tmp_path):
+    section, runtime, icons = tiny_section(tmp_path)
+    run = run_definition(section, "baseline", "band", 0)
+    train_dir = tmp_path / "run" / "train"
+    train_relational_run(run, runtime, icons, train_dir, train_csv=tmp_path / "train.csv")
+    snapshot = sorted((train_dir / "snapshots").glob("*.safetensors"))[0]
+    snapshot.unlink()
+    snapshot.write_bytes(b"not a safetensors file")
+    args = (run, section["sampling"], runtime, icons, tmp_path / "train.csv", tmp_path / "test.csv", train_dir)
+    with pytest.raises(ValueError, match="corrupt or unreadable"):
+        sample_relational_run(*args, tmp_path / "samples")
