@@ -149,6 +149,8 @@ def relational_samples_run():
     """The run whose samples the sample-grid figure shows."""
     section = config["relational"]
     chosen = section["figures"]["samples_run"]
+    if chosen is None and not runs(section):
+        return None
     return chosen or run_id(*runs(section)[0])
 
 

@@ -207,10 +207,7 @@ rule relational_evaluate:
 
 rule relational_metrics:
     input:
-        [
-            f"{RESULTS}/relational/runs/{run_id(*r)}/metrics.csv"
-            for r in RELATIONAL_RUNS
-        ],
+        [f"{RESULTS}/relational/runs/{run_id(*r)}/metrics.csv" for r in RELATIONAL_RUNS],
     output:
         f"{RESULTS}/relational/metrics.csv",
     log:
@@ -230,7 +227,7 @@ rule relational_figure:
     output:
         report(
             multiext(f"{RESULTS}/relational/figures/{{kind}}", ".png", ".pdf"),
-            caption="../report/relational_{kind}.rst",
+            caption="../report/relational_figure.rst",
             category="Relational skew",
             subcategory="Figures",
         ),
@@ -242,7 +239,7 @@ rule relational_figure:
     conda:
         "../envs/eval.yaml"
     params:
-        baseline=baseline_experiment(RELATIONAL) if RELATIONAL else "",
+        baseline=(baseline_experiment(RELATIONAL) if RELATIONAL else None) or "",
     script:
         "../scripts/relational_figure.py"
 
@@ -256,11 +253,15 @@ RELATIONAL_TARGETS = (
             split=RELATIONAL_SPLITS,
             file=["train.csv", "test.csv", "preview.png", "audit.json"],
         ),
-        rules.relational_metrics.output[0],
-        *expand(
-            f"{RESULTS}/relational/figures/{{kind}}.{{ext}}",
-            kind=RELATIONAL_FIGURES,
-            ext=["png", "pdf"],
+        *(
+            [rules.relational_metrics.output[0]]
+            + expand(
+                f"{RESULTS}/relational/figures/{{kind}}.{{ext}}",
+                kind=RELATIONAL_FIGURES,
+                ext=["png", "pdf"],
+            )
+            if RELATIONAL_RUNS
+            else []
         ),
         *expand(
             f"{RELATIONAL_VOCAB}/{{file}}",

@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,17 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
+
+
+def planned_rules(workdir: Path) -> dict[str, int]:
+    """Rule -> job count of what a dry run of workdir/config.yaml would execute now."""
+    out = run_snakemake(workdir, "--configfile", "config.yaml", "--cores", "2", "-n").stdout
+    counts = {}
+    for line in out.splitlines():
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def _broken(edit):
             lambda s: s["splits"][2].update(m=3),
             r"relational\.splits\[2\]\.m \(split 'bipartite'\): .*takes no parameters",
         ),
-        (lambda s: s["splits"][6].update(size=1740), r"relational\.splits\[6\]\.size .*between 1 and 1739"),
+        (lambda s: s["splits"][6].update(size=112), r"relational\.splits\[6\]\.size .*between 1 and 111"),
         (
             lambda s: s["splits"].append(copy.deepcopy(s["splits"][1])),
             r"relational\.splits\[7\]\.name: split name 'upper_triangle' is used twice "

@@ -5,9 +5,10 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_snakemake
+from conftest import TINY_MODEL, planned_rules, run_snakemake
 
 from diffcomp.relational.audit import FLAT_KEYS, audit_file, audit_index_triples, flatten
+from diffcomp.relational.evaluate import METRIC_COLUMNS
 from diffcomp.relational.icons import load_icons, nouns
 from diffcomp.relational.splits import Split, n_triples
 
@@ -69,3 +70,103 @@ def test_bad_relational_config_stops_the_workflow_naming_the_key(workdir):
     proc = run_snakemake(workdir, "--configfile", "relational.yaml", "--cores", "1", "-n", check=False)
     assert proc.returncode != 0
     assert "relational.splits[0].m (split 'b'): m = 4 is too large for vocab_size = 8" in proc.stdout + proc.stderr
+
+
+# Both studies, tiny: the relational study trained (with pretraining) next to one bump run.
+TRAINED = {
+    "bumps": {
+        "image_size": 8,
+        "grid": {"increments": [1.0], "sigmas": [1.0]},
+        "model": TINY_MODEL,
+        "diffusion": {"num_train_timesteps": 20},
+        "training": {"steps": 4, "batch_size": 8, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2},
+        "sampling": {"num_samples": 16, "num_samples_ood": 4, "num_inference_steps": 2, "batch_size": 32},
+        "evaluation": {"umap_neighbors": 5},
+    },
+    "relational": {
+        "icon_size": 16,
+        "preview_count": 4,
+        "splits": [
+            {"name": "band", "family": "band", "vocab_size": 4, "m": 1},
+            {"name": "bipartite", "family": "bipartite", "vocab_size": 4},
+            {"name": "random", "family": "random", "vocab_size": 4, "size": 8, "seed": 1},
+        ],
+        "text_encoder": {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32, "max_length": 12},
+        "model": {
+            "block_out_channels": [8, 16],
+            "layers_per_block": 1,
+            "cross_attention_levels": [1],
+            "cross_attention_dim": 16,
+            "attention_head_dim": 4,
+            "norm_num_groups": 4,
+        },
+        "diffusion": {"num_train_timesteps": 20},
+        "training": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2},
+        "pretraining_steps": 2,
+        "sampling": {"num_train": 3, "num_test": 3, "num_inference_steps": 2, "batch_size": 8},
+        "experiments": [{"name": "baseline"}, {"name": "no_pos_emb", "splits": ["band"], "pos_emb": "none"}],
+    },
+}
+RELATIONAL_FIGURES = ["curves", "scatter", "skew", "ablation", "samples"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("relational_trained")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(TRAINED))
+    run_snakemake(workdir, "--configfile", "config.yaml", "--cores", "2")
+    return workdir
+
+
+@pytest.mark.slow
+def test_trained_study_writes_metrics_and_every_figure(trained):
+    results = trained / "results" / "relational"
+    metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False, na_values=[""])
+    assert list(metrics.columns) == METRIC_COLUMNS
+    # four runs (baseline on three splits, no_pos_emb on band), checkpoints at steps 2 and 4
+    assert len(metrics) == 4 * 2
+    assert sorted(set(metrics["run"])) == [
+        "baseline/band/seed0",
+        "baseline/bipartite/seed0",
+        "baseline/random/seed0",
+        "no_pos_emb/band/seed0",
+    ]
+    assert set(metrics["step"]) == {2, 4}
+    assert metrics["train_accuracy"].between(0, 1).all() and metrics["test_accuracy"].between(0, 1).all()
+    assert set(metrics.loc[metrics["experiment"] == "no_pos_emb", "pos_emb"]) == {"none"}
+    assert set(metrics["encoder"]) == {"t5-scratch"}
+    bipartite = metrics[metrics["split"] == "bipartite"].iloc[0]
+    assert bipartite["visual_completeness_r1"] == 50.0 and bipartite["visual_balance"] == 0.0
+    assert bipartite["family"] == "bipartite" and bipartite["vocab_size"] == 4
+    for kind in RELATIONAL_FIGURES:
+        for ext in ("png", "pdf"):
+            assert (results / "figures" / f"{kind}.{ext}").stat().st_size > 5_000
+    # the two-stage DAG: one pretraining run per (experiment, vocabulary, seed)
+    assert (results / "pretrain" / "baseline" / "N4" / "seed0" / "train" / "train.json").exists()
+    assert (results / "pretrain" / "no_pos_emb" / "N4" / "seed0" / "train" / "train.json").exists()
+    assert (trained / "results/benchmarks/relational/train/baseline_band_seed0.tsv").exists()
+    assert "loss=" in (trained / "results/logs/relational/train/baseline_band_seed0.log").read_text()
+
+
+@pytest.mark.slow
+def test_changed_encoder_reruns_relational_training_and_downstream_but_no_bump_job(trained):
+    assert planned_rules(trained) == {}
+    changed = yaml.safe_load(yaml.safe_dump(TRAINED))
+    changed["relational"]["text_encoder"]["d_model"] = 8
+    (trained / "config.yaml").write_text(yaml.safe_dump(changed))
+    try:
+        planned = planned_rules(trained)
+    finally:
+        (trained / "config.yaml").write_text(yaml.safe_dump(TRAINED))
+    assert planned.get("relational_pretrain") == 2 and planned.get("relational_train") == 4
+    assert planned.get("relational_sample") == 4 and planned.get("relational_evaluate") == 4
+    assert planned.get("relational_metrics") == 1 and planned.get("relational_figure") == 5
+    assert not [rule for rule in planned if rule.startswith("bumps_")]
+    assert not {"relational_vocabulary", "relational_split", "relational_audit"} & set(planned)
+
+
+@pytest.mark.slow
+def test_report_holds_the_relational_figures(trained):
+    run_snakemake(trained, "--configfile", "config.yaml", "--cores", "1", "--report", "results/report.html")
+    html = (trained / "results" / "report.html").read_text(errors="replace")
+    assert "curves.png" in html and "samples.png" in html and "Learning curves of the relational-skew study" in html

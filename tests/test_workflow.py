@@ -1,11 +1,9 @@
 """The real workflow CLI end to end on a tiny bump-study config: outputs, reruns, bad config."""
 
-import re
-
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_MODEL, run_snakemake
+from conftest import TINY_MODEL, planned_rules, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -44,17 +42,6 @@ def write_config(workdir, config):
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def planned_rules(workdir) -> dict[str, int]:
-    """Rule -> job count of what a dry run would execute now."""
-    out = run_snakemake(workdir, "--configfile", "config.yaml", "--cores", "2", "-n").stdout
-    counts = {}
-    for line in out.splitlines():
-        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-    return counts
 
 
 @pytest.fixture(scope="module")

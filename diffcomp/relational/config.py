@@ -53,9 +53,10 @@ def experiment_names(section: dict) -> list[str]:
     return [spec["name"] for spec in section.get("experiments", [])]
 
 
-def baseline_experiment(section: dict) -> str:
-    """The first experiment: the one every figure compares against."""
-    return experiment_names(section)[0]
+def baseline_experiment(section: dict) -> str | None:
+    """The first experiment: the one every figure compares against (None when nothing is trained)."""
+    names = experiment_names(section)
+    return names[0] if names else None
 
 
 def experiment_settings(section: dict, name: str) -> dict:
