@@ -40,6 +40,15 @@ def inference_steps(diffusion: dict, sampling: dict) -> int:
     return diffusion["num_train_timesteps"]
 
 
+def unet_block_types(levels: int, attention_levels, attention_block: str, plain_block: str = "DownBlock2D"):
+    """diffusers down/up block type names for a UNet with attention blocks at ``attention_levels``."""
+    bad = [level for level in attention_levels if level >= levels]
+    if bad:
+        raise ValueError(f"attention levels {bad} do not exist in a {levels}-level UNet")
+    down = [(attention_block if k in attention_levels else plain_block) for k in range(levels)]
+    return tuple(down), tuple(b.replace("Down", "Up") for b in reversed(down))
+
+
 class EpsilonLoss:
     """DDPM training loss: noise a clean batch at random timesteps, regress the noise.
 

@@ -31,3 +31,21 @@ def rule_logging(snakemake):
             raise
         finally:
             sys.stdout, sys.stderr = saved
+
+
+def run_training(snakemake, train) -> None:
+    """Run a training rule's ``train(log)``; a run that saved its state and stopped for its time
+    limit exits with EXIT_TIME_LIMIT (75), not as an error: Snakemake's retry (or SLURM's requeue)
+    resumes it."""
+    from diffcomp.training import EXIT_TIME_LIMIT, TrainingInterrupted
+
+    interrupted = False
+    with rule_logging(snakemake) as log:
+        try:
+            summary = train(log)
+            log.info("finished %d steps at %.2f steps/s", summary["steps"], summary["steps_per_second"] or 0)
+        except TrainingInterrupted as stop:
+            log.warning("%s", stop)
+            interrupted = True
+    if interrupted:
+        sys.exit(EXIT_TIME_LIMIT)

@@ -41,6 +41,7 @@ TINY = {
             "log_every": 2,
         },
         "sampling": {"num_train": 3, "num_test": 2, "num_inference_steps": 2, "batch_size": 4},
+        "experiments": [{"name": "baseline"}],
     }
 }
 

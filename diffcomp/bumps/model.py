@@ -16,7 +16,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 
-from diffcomp.diffusion import ddpm_scheduler, sampling_scheduler  # noqa: F401 (re-exported)
+from diffcomp.diffusion import ddpm_scheduler, sampling_scheduler, unet_block_types  # noqa: F401 (re-exported)
 
 
 class BumpDenoiser(nn.Module):
@@ -30,12 +30,7 @@ class BumpDenoiser(nn.Module):
         label_encoding_dim: int = 64,
     ):
         super().__init__()
-        levels = len(block_out_channels)
-        bad = [level for level in attention_levels if level >= levels]
-        if bad:
-            raise ValueError(f"attention_levels {bad} do not exist in a {levels}-level UNet")
-        down = [("AttnDownBlock2D" if k in attention_levels else "DownBlock2D") for k in range(levels)]
-        up = [b.replace("Down", "Up") for b in reversed(down)]
+        down, up = unet_block_types(len(block_out_channels), attention_levels, "AttnDownBlock2D")
         time_embed_dim = block_out_channels[0] * 4  # UNet2DModel's own default width
         self.image_size = image_size
         self.label_encoding_dim = label_encoding_dim
@@ -46,8 +41,8 @@ class BumpDenoiser(nn.Module):
             out_channels=1,
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
-            down_block_types=tuple(down),
-            up_block_types=tuple(up),
+            down_block_types=down,
+            up_block_types=up,
             norm_num_groups=norm_num_groups,
             attention_head_dim=8,
             class_embed_type="identity",

@@ -61,7 +61,9 @@ def baseline_experiment(section: dict) -> str | None:
 
 def experiment_settings(section: dict, name: str) -> dict:
     """An experiment's text encoder and model: the study's settings with the experiment's overrides."""
-    spec = next(e for e in section["experiments"] if e["name"] == name)
+    spec = next((e for e in section["experiments"] if e["name"] == name), None)
+    if spec is None:
+        raise KeyError(f"relational.experiments has no experiment named {name!r}")
     text_encoder = dict(section["text_encoder"])
     if "text_encoder" in spec:
         text_encoder["name"] = spec["text_encoder"]

@@ -33,7 +33,7 @@ from matplotlib.lines import Line2D
 
 from diffcomp.bumps.figures import _band, _curves_axes, _no_data, aggregate_seeds
 from diffcomp.io import save_figure
-from diffcomp.relational.evaluate import FAILURE_KINDS, METRIC_COLUMNS, read_metrics
+from diffcomp.relational.evaluate import AUDIT_COLUMNS, FAILURE_KINDS, METRIC_COLUMNS, read_metrics
 from diffcomp.relational.relations import caption
 
 METRICS_COLUMNS = tuple(METRIC_COLUMNS)
@@ -54,13 +54,7 @@ _FINAL_VALUES = (
     "train_accuracy",
     "test_accuracy",
     *(f"{part}_frac_{kind}" for part in ("train", "test") for kind in FAILURE_KINDS),
-    "visual_completeness_r1",
-    "visual_completeness_r2",
-    "visual_balance",
-    "linguistic_completeness_r1",
-    "linguistic_completeness_r2",
-    "linguistic_balance",
-    "coverage",
+    *AUDIT_COLUMNS.values(),
     "visual_completeness",
     "linguistic_completeness",
 )

@@ -23,6 +23,8 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from diffcomp.diffusion import unet_block_types
+
 POS_EMBEDDINGS = ("sinusoidal", "learned", "none")
 
 
@@ -81,12 +83,7 @@ class RelationalDenoiser(nn.Module):
         text_encoder: nn.Module | None = None,
     ):
         super().__init__()
-        levels = len(block_out_channels)
-        bad = [level for level in cross_attention_levels if level >= levels]
-        if bad:
-            raise ValueError(f"cross_attention_levels {bad} do not exist in a {levels}-level UNet")
-        down = [("CrossAttnDownBlock2D" if k in cross_attention_levels else "DownBlock2D") for k in range(levels)]
-        up = [b.replace("Down", "Up") for b in reversed(down)]
+        down, up = unet_block_types(len(block_out_channels), cross_attention_levels, "CrossAttnDownBlock2D")
         self.icon_size = icon_size
         self.image_shape = (2 * icon_size, icon_size)
         project_text = text_hidden_size != cross_attention_dim
@@ -94,8 +91,8 @@ class RelationalDenoiser(nn.Module):
             sample_size=self.image_shape,
             in_channels=1,
             out_channels=1,
-            down_block_types=tuple(down),
-            up_block_types=tuple(up),
+            down_block_types=down,
+            up_block_types=up,
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
             cross_attention_dim=cross_attention_dim,
