@@ -1,0 +1,380 @@
+"""Benchmarks of the relational study, each comparison measured within one run (the machines are shared).
+
+    python bench/bench_relational.py [--config config.yaml] [--split band] [--steps 100] [--rounds 3]
+                                     [--threads 1] [--device cpu|cuda] [--json OUT]
+
+On the config's first experiment and its first split (or ``--split``), with icons and split CSVs
+made in a temporary folder (no Snakemake):
+
+1. Training throughput: the pipeline's train_relational_run (the shared trainer: LR schedule,
+   EMA, logging, resumable RNG streams, one checkpoint at the end) vs a bare PyTorch loop (same
+   model, batch, AdamW, EpsilonLoss, EMA and precision; no schedule, logging or checkpoints),
+   interleaved in rounds (alternating which goes first) so load changes hit both alike; median
+   steps/s over the rounds. A short run checkpoints once per ``--steps`` steps, a real one once per
+   ``checkpoint_every``: the fixed cost of that checkpoint weighs more here than in a real run. A
+   configured pretraining stage is not run: both loops start from a fresh initialisation.
+2. Text encoder: captions/s of the configured encoder (frozen) over all 2N(N-1) captions of the
+   split's vocabulary, first call (encoded) vs second call (per-caption cache); and for N = 30.
+3. Evaluation: predict_nouns (template matching) images/s on noisy ground-truth pair renders.
+4. Sampling per checkpoint: generating sampling.num_train + num_test samples with the configured
+   sampler and step count (the first call and a second one), and the pipeline's
+   sample_relational_run on the trained one-checkpoint run (model build, encoding, generation, npz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.training_utils import EMAModel
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from diffcomp.config import load_config  # noqa: E402
+from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler  # noqa: E402
+from diffcomp.io import write_csv  # noqa: E402
+from diffcomp.relational.config import experiment_names, experiment_settings, run_definition, split_specs  # noqa: E402
+from diffcomp.relational.data import triples_frame  # noqa: E402
+from diffcomp.relational.evaluate import predict_nouns  # noqa: E402
+from diffcomp.relational.icons import load_icons, nouns, pair_images, render_icons, save_icons  # noqa: E402
+from diffcomp.relational.splits import Split, all_triples  # noqa: E402
+from diffcomp.relational.train import (  # noqa: E402
+    Conditioner,
+    build_model,
+    caption_encoder,
+    generate,
+    sample_relational_run,
+    sampling_triples,
+    train_relational_run,
+    triple_captions,
+)
+from diffcomp.training import RUNTIME_KEYS, load_snapshot, read_snapshots, resolve_device  # noqa: E402
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop_seconds(
+    run: dict,
+    names: list[str],
+    icons_np: np.ndarray,
+    triples: np.ndarray,
+    steps: int,
+    device,
+    compile_model: bool = False,
+) -> float:
+    """The minimal training loop doing the same arithmetic as the pipeline: stack the icons of a batch
+    of training triples, noise, predict, (Min-SNR-weighted) epsilon MSE, AdamW, EMA when configured,
+    bf16 autocast when configured; no LR schedule, logging, checkpoints or resume states.
+    Seconds for ``steps`` steps (set-up excluded, as the pipeline's seconds_this_job excludes it)."""
+    training = run["training"]
+    torch.manual_seed(run["seed"])
+    model, encoder = build_model(run, names, device)
+    conditioner = Conditioner(encoder, triple_captions(triples, names), device)
+    icons = torch.from_numpy(icons_np).to(device) * 2.0 - 1.0
+    table = torch.from_numpy(triples).to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=training["learning_rate"], weight_decay=training["weight_decay"])
+    ema = EMAModel(parameters, decay=training["ema_decay"]) if training["ema_decay"] > 0 else None
+    loss_fn = EpsilonLoss(ddpm_scheduler(run["diffusion"]), training["snr_gamma"], device)
+    generator = torch.Generator(device=device).manual_seed(run["seed"])
+    compiled = torch.compile(model) if compile_model else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=training["precision"] == "bf16")
+    batch = training["batch_size"]
+
+    def forward(*args):
+        with autocast:
+            return compiled(*args)
+
+    model.train()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        index = torch.randint(len(table), (batch,), generator=generator, device=device)
+        clean = torch.cat([icons[table[index, 0]], icons[table[index, 1]]], dim=1).unsqueeze(1)
+        loss = loss_fn(forward, clean, conditioner(index), generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.step(parameters)
+    loss.item()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def bench_training(run, runtime, names, icons_np, icons_npz, train_csv, train_triples, steps, rounds, tmp: Path):
+    """Pipeline vs bare loop in alternating rounds; returns the results and the last pipeline run's folder."""
+    device = resolve_device(runtime["device"])
+    run = copy.deepcopy(run)
+    # one checkpoint, at the end
+    run["training"].update(steps=steps, checkpoint_every=steps)
+    pipeline, bare, out_dir = [], [], None
+    for r in range(rounds):
+
+        def pipeline_round(r=r):
+            nonlocal out_dir
+            out_dir = tmp / f"round{r}" / "train"
+            summary = train_relational_run(run, runtime, icons_npz, out_dir, train_csv=train_csv)
+            pipeline.append(summary["seconds_this_job"])
+
+        def bare_round():
+            bare.append(
+                bare_loop_seconds(run, names, icons_np, train_triples, steps, device, compile_model=runtime["compile"])
+            )
+
+        for job in (pipeline_round, bare_round) if r % 2 == 0 else (bare_round, pipeline_round):
+            job()
+    p, b = statistics.median(pipeline), statistics.median(bare)
+    return {
+        "device": str(device),
+        "steps": steps,
+        "rounds": rounds,
+        "batch_size": run["training"]["batch_size"],
+        "precision": run["training"]["precision"],
+        "ema_decay": run["training"]["ema_decay"],
+        "snr_gamma": run["training"]["snr_gamma"],
+        "train_triples": len(train_triples),
+        "pipeline_seconds": pipeline,
+        "bare_seconds": bare,
+        "pipeline_steps_per_s": steps / p,
+        "bare_steps_per_s": steps / b,
+        "pipeline_vs_bare": b / p,
+    }, out_dir
+
+
+def encode_rate(run: dict, names: list[str], device: torch.device) -> dict:
+    """Captions/s of the frozen encoder over every two-object caption of ``names``: uncached, then cached."""
+    spec = {**run["text_encoder"], "trainable": False}
+    encoder = caption_encoder({**run, "text_encoder": spec}, names).to(device)
+    captions = triple_captions(all_triples(len(names)), names)
+    seconds = []
+    for _ in range(2):  # the first call encodes every caption, the second reads the cache
+        synchronize(device)
+        start = time.perf_counter()
+        states, _ = encoder.encode(captions)
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    encoder.clear_cache()
+    return {
+        "vocab_size": len(names),
+        "captions": len(captions),
+        "hidden_size": int(states.shape[-1]),
+        "max_length": int(states.shape[1]),
+        "uncached_seconds": seconds[0],
+        "cached_seconds": seconds[1],
+        "uncached_captions_per_s": len(captions) / seconds[0],
+        "cached_captions_per_s": len(captions) / seconds[1],
+        "cached_speedup": seconds[0] / seconds[1],
+    }
+
+
+def bench_text(run: dict, names: list[str], device: torch.device, scale_vocab: int = 30) -> dict:
+    out = {"encoder": run["text_encoder"]["name"], "configured": encode_rate(run, names, device)}
+    if scale_vocab != len(names):
+        out[f"N{scale_vocab}"] = encode_rate(run, nouns(scale_vocab), device)
+    return out
+
+
+def bench_prediction(icons: np.ndarray, count: int, noise: float = 0.1) -> dict:
+    """predict_nouns on ``count`` ground-truth pair renders plus Gaussian noise, stored as float16 like samples."""
+    rng = np.random.default_rng(0)
+    triples = all_triples(len(icons))[rng.integers(0, 2 * len(icons) * (len(icons) - 1), count)]
+    images = pair_images(icons, triples[:, 0], triples[:, 1])
+    images = np.clip(images + rng.normal(0.0, noise, images.shape), 0.0, 1.0).astype(np.float16)
+    start = time.perf_counter()
+    top, bottom, _, _ = predict_nouns(images, icons)
+    seconds = time.perf_counter() - start
+    return {
+        "images": count,
+        "image_shape": list(images.shape[1:]),
+        "noise_std": noise,
+        "seconds": seconds,
+        "images_per_s": count / seconds,
+        "accuracy": float(np.mean((top == triples[:, 0]) & (bottom == triples[:, 1]))),
+    }
+
+
+def bench_sampling(
+    run,
+    sampling,
+    runtime,
+    names,
+    icons_npz,
+    train_csv,
+    test_csv,
+    train_triples,
+    test_triples,
+    train_dir: Path,
+    tmp: Path,
+) -> dict:
+    """Generation of one checkpoint's samples with the trained weights, as sample_relational_run does it."""
+    device = resolve_device(runtime["device"])
+    triples, _ = sampling_triples(train_triples, test_triples, sampling["num_train"], sampling["num_test"], run["seed"])
+    model, encoder = build_model(run, names, device)
+    load_snapshot(read_snapshots(train_dir)[-1][1], model)
+    conditioner = Conditioner(encoder, triple_captions(triples, names), device)
+    steps = inference_steps(run["diffusion"], sampling)
+    seconds = []
+    for _ in range(2):
+        synchronize(device)
+        start = time.perf_counter()
+        generate(
+            model,
+            sampling_scheduler(run["diffusion"], sampling["sampler"]),
+            conditioner,
+            num_inference_steps=steps,
+            batch_size=sampling["batch_size"],
+            seed=run["seed"] * 1_000_003 + 7,
+            device=device,
+        )
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    written = sample_relational_run(run, sampling, runtime, icons_npz, train_csv, test_csv, train_dir, tmp / "samples")
+    pipeline = time.perf_counter() - start
+    return {
+        "sampler": sampling["sampler"],
+        "inference_steps": steps,
+        "batch_size": sampling["batch_size"],
+        "samples": len(triples),
+        "first_seconds": seconds[0],
+        "seconds": seconds[1],
+        "samples_per_s": len(triples) / seconds[1],
+        "pipeline_run_seconds": pipeline,
+        "pipeline_checkpoints": len(written),
+    }
+
+
+def print_table(results: dict) -> None:
+    t, x, p, s = results["training"], results["text_encoder"], results["prediction"], results["sampling"]
+    rows = [
+        (
+            "setup",
+            f"{results['experiment']}/{results['split']}, N={results['vocab_size']}, "
+            f"{results['icon_size']} px icons, device {t['device']}, {results['threads']} thread(s)",
+        ),
+        (f"training ({t['steps']} steps x {t['rounds']} rounds, batch {t['batch_size']}, {t['precision']})", ""),
+        ("  pipeline (train_relational_run)", f"{t['pipeline_steps_per_s']:10.2f} steps/s"),
+        ("  bare PyTorch loop", f"{t['bare_steps_per_s']:10.2f} steps/s"),
+        ("  pipeline / bare", f"{t['pipeline_vs_bare']:10.3f}"),
+        (f"text encoder ({x['encoder']}, frozen)", ""),
+    ]
+    for key, e in x.items():
+        if key == "encoder":
+            continue
+        rows += [
+            (
+                f"  N={e['vocab_size']}: {e['captions']} captions, first call",
+                f"{e['uncached_captions_per_s']:10.0f} captions/s",
+            ),
+            (f"  N={e['vocab_size']}: second call (cached)", f"{e['cached_captions_per_s']:10.0f} captions/s"),
+            (f"  N={e['vocab_size']}: cached / uncached", f"{e['cached_speedup']:10.1f} x"),
+        ]
+    rows += [
+        (
+            f"evaluation: predict_nouns, {p['images']} images {p['image_shape'][0]}x{p['image_shape'][1]}",
+            f"{p['images_per_s']:10.0f} images/s",
+        ),
+        ("  accuracy on noisy ground truth (sanity check)", f"{p['accuracy']:10.4f}"),
+        (
+            f"sampling per checkpoint ({s['samples']} samples, {s['sampler']}-{s['inference_steps']})",
+            f"{s['seconds']:10.2f} s",
+        ),
+        ("  samples/s", f"{s['samples_per_s']:10.1f}"),
+        ("  first call", f"{s['first_seconds']:10.2f} s"),
+        ("  sample_relational_run, 1 checkpoint (incl. set-up, npz)", f"{s['pipeline_run_seconds']:10.2f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    parser.add_argument("--split", default=None, help="split of the first experiment to train on (default: its first)")
+    parser.add_argument("--steps", type=int, default=100, help="training steps per round and loop")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the runtime's training.threads)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, auto (default: the config's training.device)")
+    parser.add_argument("--eval-images", type=int, default=20_000)
+    parser.add_argument("--scale-vocab", type=int, default=30, help="also time the encoder for this vocabulary size")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    section = load_config(args.config)["relational"]
+    experiment = experiment_names(section)[0]
+    split = args.split or experiment_settings(section, experiment)["splits"][0]
+    if split not in split_specs(section):
+        parser.error(f"--split {split!r}: no such split (configured: {', '.join(split_specs(section))})")
+    spec = split_specs(section)[split]
+    run = run_definition(section, experiment, split, seed=section["seeds"][0])
+    runtime = {k: section["training"][k] for k in RUNTIME_KEYS}
+    runtime.update(threads=args.threads, device=args.device or runtime["device"])
+    device = resolve_device(runtime["device"])
+    torch.set_num_threads(args.threads)
+
+    names = nouns(spec["vocab_size"])
+    icons = render_icons(len(names), section["icon_size"])
+    train_triples, test_triples = Split.from_config(spec).triples()
+    results = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "config": str(args.config),
+        "experiment": experiment,
+        "split": split,
+        "vocab_size": len(names),
+        "icon_size": section["icon_size"],
+    }
+    with tempfile.TemporaryDirectory() as work:
+        tmp = Path(work)
+        icons_npz, train_csv, test_csv = tmp / "icons.npz", tmp / "train.csv", tmp / "test.csv"
+        save_icons(icons_npz, icons, names)
+        write_csv(train_csv, triples_frame(train_triples, names))
+        write_csv(test_csv, triples_frame(test_triples, names))
+        icons, _ = load_icons(icons_npz)  # the uint8-rounded icons the pipeline trains on
+        results["training"], train_dir = bench_training(
+            run, runtime, names, icons, icons_npz, train_csv, train_triples, args.steps, args.rounds, tmp
+        )
+        results["text_encoder"] = bench_text(run, names, device, args.scale_vocab)
+        results["prediction"] = bench_prediction(icons, args.eval_images)
+        results["sampling"] = bench_sampling(
+            run,
+            section["sampling"],
+            runtime,
+            names,
+            icons_npz,
+            train_csv,
+            test_csv,
+            train_triples,
+            test_triples,
+            train_dir,
+            tmp,
+        )
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
