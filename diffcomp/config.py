@@ -63,6 +63,20 @@ def _key_path(prefix: str, path) -> str:
     return out or "<top level>"
 
 
+def _yaml_hint(error) -> str:
+    """A number YAML read as a string (PyYAML follows YAML 1.1: 3e-3 needs a dot, 3.0e-3)."""
+    if error.validator != "type" or not isinstance(error.instance, str):
+        return ""
+    try:
+        float(error.instance)
+    except ValueError:
+        return ""
+    text = error.instance
+    mantissa, _, exponent = text.lower().partition("e")
+    fixed = f"{mantissa}.0e{exponent}" if exponent and "." not in mantissa else text
+    return f" (YAML reads {text!r} as a string; write {fixed} for a number)"
+
+
 def validate_section(instance: dict, schema_name: str, prefix: str = "") -> dict:
     """Validate (and fill defaults into) ``instance`` in place; raise ConfigError listing every problem."""
     schema = load_schema(schema_name)
@@ -73,7 +87,7 @@ def validate_section(instance: dict, schema_name: str, prefix: str = "") -> dict
         for error in errors:
             # oneOf/anyOf errors are clearer through their best sub-error
             best = jsonschema.exceptions.best_match([error])
-            lines.append(f"  {_key_path(prefix, best.absolute_path)}: {best.message}")
+            lines.append(f"  {_key_path(prefix, best.absolute_path)}: {best.message}{_yaml_hint(best)}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     return instance
 
@@ -92,6 +106,9 @@ def validate_config(config: dict) -> dict:
         from diffcomp.relational.config import check_relational
 
         check_relational(config["relational"])
+    from diffcomp.checks import check_buildable
+
+    check_buildable(config)
     return config
 
 

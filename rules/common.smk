@@ -13,7 +13,6 @@ os.environ.update(
     )
 )
 
-from snakemake.exceptions import WorkflowError
 
 from diffcomp.config import ConfigError, validate_config
 from diffcomp.bumps.config import dataset_specs, semantic_config
@@ -26,10 +25,15 @@ from diffcomp.relational.config import (
 )
 from diffcomp.relational.splits import Split
 
+# The config files in force: a --configfile replaces config.yaml (see the Snakefile).
+CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config.yaml"]
+
 try:
     config.update(validate_config(config))
 except ConfigError as err:
-    raise WorkflowError(str(err)) from None
+    # The message is about the user's config, not this file: no traceback pointing here.
+    print(f"Error in config file {', '.join(CONFIG_FILES)}:\n{err}", file=sys.stderr)
+    sys.exit(1)
 
 
 RESULTS = "results"

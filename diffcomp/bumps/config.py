@@ -76,6 +76,18 @@ def check_bumps(section: dict) -> None:
             f"bumps.figures.phases_run: {phases_run!r} is not a configured run ({{dataset}}_seed{{seed}}); "
             f"choose one of {runs[:6]}{' ...' if len(runs) > 6 else ''}"
         )
+    figures = section.get("figures", {})
+    grid = section.get("grid", {})
+    sigmas, increments = grid.get("sigmas", []), grid.get("increments", [])
+    if figures.get("diagram_sigma") is not None and figures["diagram_sigma"] not in sigmas:
+        raise ConfigError(
+            f"bumps.figures.diagram_sigma: {figures['diagram_sigma']} is not one of bumps.grid.sigmas {sigmas}"
+        )
+    absent = [d for d in figures.get("sigma_increments", []) if d not in increments]
+    if absent:
+        raise ConfigError(
+            f"bumps.figures.sigma_increments: {absent} not in bumps.grid.increments {increments} (empty panels)"
+        )
     attention = section.get("model", {}).get("attention_levels", [])
     levels = len(section.get("model", {}).get("block_out_channels", [64, 128, 256]))
     if any(level >= levels for level in attention):

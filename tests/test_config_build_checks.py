@@ -1,0 +1,111 @@
+"""Configs that would fail a job fail when the config is read, naming the key (one test per class)."""
+
+import copy
+
+import pytest
+import yaml
+from conftest import REPO, run_snakemake
+
+from diffcomp.config import ConfigError, validate_config
+
+QUICK = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def broken(edit) -> dict:
+    config = copy.deepcopy(QUICK)
+    edit(config)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # model shape consistency, found by building the model on the meta device
+        (
+            lambda c: c["bumps"]["model"].update(norm_num_groups=5),
+            r"bumps\.model: the model cannot be built: .*divisible",
+        ),
+        (
+            lambda c: c["bumps"]["model"].update(block_out_channels=[8, 8, 8, 8, 8, 8], norm_num_groups=4),
+            r"bumps\.model: the model cannot process 16 x 16 images \(bumps\.image_size\)",
+        ),
+        (
+            lambda c: c["relational"]["model"].update(norm_num_groups=7),
+            r"relational\.model: the model cannot be built: .*divisible",
+        ),
+        (
+            lambda c: c["relational"]["model"].update(attention_head_dim=64),
+            r"relational\.model: the model cannot be built: ZeroDivisionError",
+        ),
+        (
+            lambda c: c["relational"]["text_encoder"].update(num_heads=3),
+            r"relational\.text_encoder\.num_heads: 3 heads do not divide d_model = 32",
+        ),
+        # sampling consistency, found by building the samplers and resolving the hidden layer
+        (
+            lambda c: c["bumps"]["model"].update(hidden_layer="down_blocks.7"),
+            r"bumps\.model\.hidden_layer: .*not a module of the UNet",
+        ),
+        (
+            lambda c: c["bumps"]["sampling"].update(num_inference_steps=500),
+            r"bumps\.sampling\.num_inference_steps: 500 DDIM steps, but .*num_train_timesteps = 100",
+        ),
+        (
+            lambda c: c["relational"]["sampling"].update(num_inference_steps=101),
+            r"relational\.sampling\.num_inference_steps: 101 DDIM steps",
+        ),
+        (
+            lambda c: c["bumps"]["sampling"].update(activation_step=10),
+            r"bumps\.sampling\.activation_step: 10 is not an index into the sampler's 10 timesteps",
+        ),
+        # numeric sanity
+        (
+            lambda c: c["bumps"]["training"].update(learning_rate=float("inf")),
+            r"bumps\.training\.learning_rate: must be a finite number",
+        ),
+        (lambda c: c["bumps"]["training"].update(ema_decay=1.0), r"bumps\.training\.ema_decay: 1\.0 is greater than"),
+        (
+            lambda c: c["relational"]["training"].update(warmup_steps=1500),
+            r"relational\.training\.warmup_steps: 1500 warm-up steps for 1500 training steps",
+        ),
+        (
+            lambda c: c["bumps"]["figures"].update(sigma_increments=[0.25]),
+            r"bumps\.figures\.sigma_increments: \[0\.25\] not in bumps\.grid\.increments",
+        ),
+        (
+            lambda c: c["bumps"]["figures"].update(diagram_sigma=3.0),
+            r"bumps\.figures\.diagram_sigma: 3\.0 is not one of bumps\.grid\.sigmas",
+        ),
+    ],
+)
+def test_a_config_that_would_fail_a_job_fails_at_once(edit, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(broken(edit))
+
+
+def test_a_number_yaml_reads_as_a_string_gets_a_hint():
+    text = (REPO / "config.yaml").read_text().replace("learning_rate: 0.003", "learning_rate: 3e-3", 1)
+    with pytest.raises(
+        ConfigError,
+        match=r"bumps\.training\.learning_rate: '3e-3' is not of type 'number' "
+        r"\(YAML reads '3e-3' as a string; write 3.0e-3 for a number\)",
+    ):
+        validate_config(yaml.safe_load(text))
+
+
+def test_the_shipped_configs_pass():
+    validate_config(QUICK)
+    validate_config(yaml.safe_load((REPO / "config.paper.yaml").read_text()))
+
+
+@pytest.mark.slow
+def test_the_workflow_names_the_config_file_and_key_not_its_own_code(tmp_path):
+    bad = (REPO / "config.yaml").read_text().replace("norm_num_groups: 8", "norm_num_groups: 5", 1)
+    (tmp_path / "mine.yaml").write_text(bad)
+    proc = run_snakemake(tmp_path, "--configfile", "mine.yaml", "--cores", "1", "-n", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"Error in config file {tmp_path / 'mine.yaml'}:" in output
+    assert "bumps.model: the model cannot be built: ValueError: num_channels (16) must be divisible" in output
+    assert "common.smk" not in output and "Traceback" not in output
+    assert not (tmp_path / "results").exists()
