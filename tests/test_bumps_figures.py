@@ -275,3 +275,18 @@ def test_hole_patch_accepts_hole_dataclass():
     assert patch.get_xy() == (0.0, 0.0) and patch.get_height() == 2.0
     with pytest.raises(ValueError, match="shape"):
         F.hole_patch({"name": "t", "shape": "triangle"})
+
+
+def test_phases_figure_has_no_zero_font_size():
+    """The UMAP panels hide their tick labels with a formatter, never with a font size FreeType rejects."""
+    import matplotlib.text
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    cks = {s: _checkpoint(p, s, n=60, seed=s) for p, s in [("A", 0), ("B", 200), ("C", 300)]}
+    fig = F.phases_figure(cks, "run")
+    FigureCanvasAgg(fig).draw()
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)]
+    assert min(sizes) >= 5
+    for ax in fig.axes:
+        if ax.name == "3d":
+            assert all(label.get_text() == "" for label in ax.get_xticklabels() + ax.get_zticklabels())
