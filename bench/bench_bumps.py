@@ -42,9 +42,9 @@ from diffcomp.io import write_csv  # noqa: E402
 
 
 def bare_loop_seconds(section: dict, labels: np.ndarray, steps: int, device: torch.device) -> float:
-    """The minimal training loop doing the same arithmetic as the pipeline: render, noise, predict,
-    (Min-SNR-weighted) MSE, AdamW, EMA when configured; no logging, checkpoints, schedules or
-    resumable RNG streams. Seconds for ``steps`` steps."""
+    """The minimal training loop doing the same arithmetic as the pipeline: render, noise, predict
+    (same precision and compile setting), (Min-SNR-weighted) MSE, AdamW, EMA when configured; no
+    logging, checkpoints, schedules or resumable RNG streams. Seconds for ``steps`` steps."""
     torch.manual_seed(0)
     model = BumpDenoiser.from_config(section).to(device)
     scheduler = noise_scheduler(section)
@@ -59,6 +59,9 @@ def bare_loop_seconds(section: dict, labels: np.ndarray, steps: int, device: tor
         if section["training"]["ema_decay"]
         else None
     )
+    # like with like: the pipeline's precision and compile setting
+    forward = torch.compile(model) if section["training"]["compile"] else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=section["training"]["precision"] == "bf16")
     start = time.perf_counter()
     for _ in range(steps):
         y = train_labels[torch.randint(len(train_labels), (batch,), device=device)]
@@ -66,7 +69,8 @@ def bare_loop_seconds(section: dict, labels: np.ndarray, steps: int, device: tor
         noise = torch.randn_like(clean)
         t = torch.randint(len(alphas), (batch,), device=device)
         a = alphas[t].view(-1, 1, 1, 1)
-        predicted = model(a.sqrt() * clean + (1 - a).sqrt() * noise, t, y)
+        with autocast:
+            predicted = forward(a.sqrt() * clean + (1 - a).sqrt() * noise, t, y).float()
         if gamma is None:
             loss = F.mse_loss(predicted, noise)
         else:
