@@ -29,6 +29,7 @@ import yaml
 
 from diffcomp.bumps.config import dataset_specs
 from diffcomp.config import load_config
+from diffcomp.relational import config as relational_config
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -275,7 +276,10 @@ def test_profile_runs_the_bump_study_under_slurm_with_local_outputs(slurm, tmp_p
 
     # Every job the cluster rules made was submitted through the plugin, and SLURM's
     # job-completion log knows exactly those jobs: all COMPLETED, in the test's directory.
-    cluster_rules = "bumps_dataset|bumps_audit|bumps_train|bumps_sample|bumps_evaluate"
+    cluster_rules = (
+        "bumps_dataset|bumps_audit|bumps_train|bumps_sample|bumps_evaluate|"
+        "relational_vocabulary|relational_split|relational_audit|relational_train|relational_sample|relational_evaluate"
+    )
     assert not re.search(rf"^\s*localrule ({cluster_rules}):", log, re.M), "a cluster rule ran on the submit host"
     records = _slurm_records(slurm, log)
     for record in records:
@@ -295,11 +299,33 @@ def test_profile_runs_the_bump_study_under_slurm_with_local_outputs(slurm, tmp_p
         for seed in bumps["seeds"]
         for rule in ("bumps_train", "bumps_sample", "bumps_evaluate")
     }
+    relational = load_config(PIPELINE)["relational"]
+    splits = [spec["name"] for spec in relational["splits"]]
+    vocab = {spec["vocab_size"] for spec in relational["splits"]}
+    relational_runs = relational_config.runs(relational)
+    expected |= {("relational_vocabulary", f"vocab_size={n}, icon_size={relational['icon_size']}") for n in vocab}
+    expected |= {(rule, f"split={split}") for split in splits for rule in ("relational_split", "relational_audit")}
+    expected |= {
+        (rule, f"experiment={experiment}, split={split}, seed={seed}")
+        for experiment, split, seed in relational_runs
+        for rule in ("relational_train", "relational_sample", "relational_evaluate")
+    }
     assert ran == expected
-    # One SLURM job per dataset (the profile groups a dataset with its audit) and three per run.
-    assert len(records) == len(names) * (1 + 3 * len(bumps["seeds"])), _submitted(log)
+    # One SLURM job per dataset (the profile groups a dataset with its audit) and three per run;
+    # likewise per vocabulary, per split (with its audit) and three per relational run.
+    bump_jobs = len(names) * (1 + 3 * len(bumps["seeds"]))
+    relational_jobs = len(vocab) + len(splits) + 3 * len(relational_runs)
+    assert len(records) == bump_jobs + relational_jobs, _submitted(log)
     # The rest ran on the submitting host.
-    for rule in ("bumps_metrics", "bumps_figure_phases", "bumps_figure_metrics"):
+    for rule in (
+        "bumps_metrics",
+        "bumps_figure_phases",
+        "bumps_figure_metrics",
+        "relational_audit_table",
+        "relational_audit_figure",
+        "relational_metrics",
+        "relational_figure",
+    ):
         assert re.search(rf"^\s*localrule {rule}:", log, re.M), rule
 
     # Same outputs as the local run: datasets, audits, snapshots (safetensors), samples, embeddings,
@@ -311,9 +337,17 @@ def test_profile_runs_the_bump_study_under_slurm_with_local_outputs(slurm, tmp_p
     for name in names:
         for file in ("labels.csv", "preview.png", "audit.json"):
             assert f"bumps/datasets/{name}/{file}" in compared
-    assert sum(name.endswith(".safetensors") for name in compared) == 2 * 2 * len(names)  # train/ and .state/
+    bump_snapshots = [name for name in compared if name.startswith("bumps/") and name.endswith(".safetensors")]
+    assert len(bump_snapshots) == 2 * 2 * len(names)  # train/ and .state/
     assert "bumps/metrics.csv" in compared
     assert sum(name.startswith("bumps/figures/") for name in compared) == 10
+    # the relational study too: trained weights, samples, metrics and every figure, byte for byte
+    assert "relational/metrics.csv" in compared
+    assert sum(name.startswith("relational/figures/") for name in compared) == 10
+    for experiment, split, seed in relational_runs:
+        run = f"relational/runs/{experiment}/{split}/seed{seed}"
+        assert f"{run}/metrics.csv" in compared and f"{run}/samples/step000000004.npz" in compared
+        assert f"{run}/train/snapshots/step000000004.safetensors" in compared
 
 
 # ------------------------------------------------------------------------------------------------
