@@ -81,6 +81,7 @@ class RelationalDenoiser(nn.Module):
         pos_emb: str = "sinusoidal",
         self_attention: bool = True,
         text_encoder: nn.Module | None = None,
+        projection: nn.Module | None = None,
     ):
         super().__init__()
         down, up = unet_block_types(len(block_out_channels), cross_attention_levels, "CrossAttnDownBlock2D")
@@ -109,6 +110,9 @@ class RelationalDenoiser(nn.Module):
             self.unet.conv_in = InputWithPosition(self.unet.conv_in, pos_emb, *self.image_shape)
         # Only a trainable encoder is part of the model (and of its checkpoints).
         self.text_encoder = text_encoder
+        # An optional projection of the token states (diffcomp.relational.projection), applied
+        # between the encoder and the cross-attention.
+        self.projection = projection
 
     @classmethod
     def from_config(cls, run: dict, text_hidden_size: int, text_encoder: nn.Module | None = None):
@@ -136,4 +140,6 @@ class RelationalDenoiser(nn.Module):
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition) -> torch.Tensor:
         states, mask = self.text_states(condition)
+        if self.projection is not None:
+            states = self.projection(states, timesteps)
         return self.unet(noisy, timesteps, encoder_hidden_states=states, encoder_attention_mask=mask).sample
