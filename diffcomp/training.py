@@ -77,6 +77,7 @@ class TrainingTask:
     next_batch: Callable[[torch.Generator], Any]
     loss: Callable[[Callable, Any, torch.Generator], torch.Tensor]
     summary: dict = field(default_factory=dict)  # extra train.json entries
+    max_grad_norm: float | None = None  # clip the gradient norm of the trained parameters
 
 
 def fingerprint(semantic: dict) -> str:
@@ -340,6 +341,8 @@ def train(
         loss = task.loss(forward, batch, noise_rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if task.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, task.max_grad_norm)
         optimizer.step()
         lr_schedule.step()
         if ema is not None:

@@ -19,6 +19,7 @@ from diffcomp.bumps.config import dataset_specs, semantic_config
 from diffcomp.relational.config import (
     encoder_label,
     experiment_settings,
+    intervention_label,
     run_definition,
     run_id,
     runs,
@@ -121,7 +122,13 @@ def relational_train_inputs(wc):
         "train": rules.relational_split.output.train.format(split=wc.split),
         "test": rules.relational_split.output.test.format(split=wc.split),
     }
-    if RELATIONAL["pretraining_steps"]:
+    projection = experiment_settings(RELATIONAL, wc.experiment)["projection"]
+    if projection:
+        # a projection fine-tunes the base experiment's run of this split and seed
+        inputs["init"] = (
+            f"{RESULTS}/relational/runs/{projection['base']}/{wc.split}/seed{wc.seed}/train"
+        )
+    elif RELATIONAL["pretraining_steps"]:
         inputs["init"] = RELATIONAL_PRETRAIN.format(
             experiment=wc.experiment, vocab_size=spec["vocab_size"], seed=wc.seed
         )
@@ -146,6 +153,7 @@ def relational_run_info(wc):
         "encoder": encoder_label(settings["text_encoder"]),
         "pos_emb": settings["model"]["pos_emb"],
         "seed": int(wc.seed),
+        "intervention": intervention_label(settings),
     }
 
 

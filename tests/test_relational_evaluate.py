@@ -164,6 +164,7 @@ INFO = {
     "encoder": "clip",
     "pos_emb": "none",
     "seed": 0,
+    "intervention": "baseline",
 }
 
 

@@ -3,8 +3,11 @@
 import pytest
 import torch
 
+from diffcomp.config import ConfigError, validate_config
+from diffcomp.relational.config import run_definition
 from diffcomp.relational.model import RelationalDenoiser
 from diffcomp.relational.projection import PROJECTIONS, TextProjection
+from diffcomp.relational.train import sample_relational_run, train_relational_run
 
 WIDTH, LENGTH = 16, 12
 
@@ -103,3 +106,82 @@ def test_only_the_projection_learns_when_the_rest_is_frozen():
 def test_unknown_projection_is_an_error():
     with pytest.raises(ValueError, match="projection must be one of"):
         TextProjection("conv", WIDTH)
+
+
+# ------------------------------------------------------------------------------------------------
+# A projection experiment: fine-tunes the base experiment's runs, only the projection learns
+# ------------------------------------------------------------------------------------------------
+def projection_section(tmp_path, **projection):
+    from test_relational_train import TINY, tiny_section
+
+    section, runtime, icons = tiny_section(tmp_path)
+    section["experiments"] = [
+        {"name": "baseline"},
+        {"name": "wiclp", "projection": {"base": "baseline", "variant": "window", **projection}},
+    ]
+    config = validate_config({"relational": {**TINY["relational"], "experiments": section["experiments"]}})
+    section = {**section, "experiments": config["relational"]["experiments"]}
+    return section, runtime, icons
+
+
+def test_projection_run_trains_only_the_projection_on_top_of_its_base(tmp_path):
+    from safetensors.torch import load_file
+
+    section, runtime, icons = projection_section(tmp_path, steps=4)
+    base = run_definition(section, "baseline", "band", 0)
+    run = run_definition(section, "wiclp", "band", 0)
+    assert run["stage"] == "projection" and run["init"] == base
+    assert run["model"] == base["model"] and run["training"]["steps"] == 4
+    base_dir, run_dir = tmp_path / "base" / "train", tmp_path / "wiclp" / "train"
+    train_relational_run(base, runtime, icons, base_dir, train_csv=tmp_path / "train.csv")
+    summary = train_relational_run(run, runtime, icons, run_dir, train_csv=tmp_path / "train.csv", init_dir=base_dir)
+    assert summary["trained_parameters"] == sum(p.numel() for p in TextProjection("window", 16, window=2).parameters())
+    before = load_file(str(sorted((base_dir / "snapshots").glob("*.safetensors"))[-1]))
+    after = load_file(str(sorted((run_dir / "snapshots").glob("*.safetensors"))[-1]))
+    assert set(after) - set(before) == {"projection.map.weight", "projection.map.bias"}
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key  # the base model is untouched
+    assert after["projection.map.weight"].abs().sum() > 0  # the projection learned
+    # and sampling builds the same model (projection included) from the snapshot
+    samples = sample_relational_run(
+        run, section["sampling"], runtime, icons, tmp_path / "train.csv", tmp_path / "test.csv", run_dir, tmp_path / "s"
+    )
+    assert [p.name for p in samples] == ["step000000004.npz"]
+
+
+@pytest.mark.parametrize(
+    ("experiments", "message"),
+    [
+        (
+            [{"name": "p", "projection": {"base": "baseline", "variant": "linear"}}, {"name": "baseline"}],
+            "not an experiment listed before",
+        ),
+        (
+            [
+                {"name": "baseline"},
+                {"name": "p", "projection": {"base": "baseline", "variant": "linear"}},
+                {"name": "q", "projection": {"base": "p", "variant": "linear"}},
+            ],
+            "is itself a projection",
+        ),
+        (
+            [
+                {"name": "baseline"},
+                {"name": "p", "pos_emb": "none", "projection": {"base": "baseline", "variant": "linear"}},
+            ],
+            "uses its base's model and encoder",
+        ),
+        (
+            [
+                {"name": "baseline", "splits": ["band"]},
+                {"name": "p", "splits": ["other"], "projection": {"base": "baseline", "variant": "linear"}},
+            ],
+            "no split named 'other'",
+        ),
+    ],
+)
+def test_bad_projection_experiments_name_the_key(experiments, message):
+    from test_relational_train import TINY
+
+    with pytest.raises(ConfigError, match=message):
+        validate_config({"relational": {**TINY["relational"], "experiments": experiments}})

@@ -104,7 +104,12 @@ TRAINED = {
         "training": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2},
         "pretraining_steps": 2,
         "sampling": {"num_train": 3, "num_test": 3, "num_inference_steps": 2, "batch_size": 8},
-        "experiments": [{"name": "baseline"}, {"name": "no_pos_emb", "splits": ["band"], "pos_emb": "none"}],
+        "experiments": [
+            {"name": "baseline"},
+            {"name": "no_pos_emb", "splits": ["band"], "pos_emb": "none"},
+            # a WiCLP projection fine-tuned on baseline/band's final weights
+            {"name": "wiclp", "splits": ["band"], "projection": {"base": "baseline", "variant": "window", "steps": 2}},
+        ],
     },
 }
 RELATIONAL_FIGURES = ["curves", "scatter", "skew", "ablation", "samples"]
@@ -123,15 +128,19 @@ def test_trained_study_writes_metrics_and_every_figure(trained):
     results = trained / "results" / "relational"
     metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False, na_values=[""])
     assert list(metrics.columns) == METRIC_COLUMNS
-    # four runs (baseline on three splits, no_pos_emb on band), checkpoints at steps 2 and 4
-    assert len(metrics) == 4 * 2
+    # four runs (baseline on three splits, no_pos_emb on band) with checkpoints at steps 2 and 4,
+    # and the 2-step projection run on band
+    assert len(metrics) == 4 * 2 + 1
     assert sorted(set(metrics["run"])) == [
         "baseline/band/seed0",
         "baseline/bipartite/seed0",
         "baseline/random/seed0",
         "no_pos_emb/band/seed0",
+        "wiclp/band/seed0",
     ]
     assert set(metrics["step"]) == {2, 4}
+    interventions = metrics.groupby("experiment")["intervention"].unique().map(list).to_dict()
+    assert interventions == {"baseline": ["baseline"], "no_pos_emb": ["baseline"], "wiclp": ["projection-window"]}
     assert metrics["train_accuracy"].between(0, 1).all() and metrics["test_accuracy"].between(0, 1).all()
     assert set(metrics.loc[metrics["experiment"] == "no_pos_emb", "pos_emb"]) == {"none"}
     assert set(metrics["encoder"]) == {"t5-scratch"}
@@ -158,8 +167,9 @@ def test_changed_encoder_reruns_relational_training_and_downstream_but_no_bump_j
         planned = planned_rules(trained)
     finally:
         (trained / "config.yaml").write_text(yaml.safe_dump(TRAINED))
-    assert planned.get("relational_pretrain") == 2 and planned.get("relational_train") == 4
-    assert planned.get("relational_sample") == 4 and planned.get("relational_evaluate") == 4
+    # the projection run follows its base (pretraining runs: baseline and no_pos_emb, not the projection)
+    assert planned.get("relational_pretrain") == 2 and planned.get("relational_train") == 5
+    assert planned.get("relational_sample") == 5 and planned.get("relational_evaluate") == 5
     assert planned.get("relational_metrics") == 1 and planned.get("relational_figure") == 5
     assert not [rule for rule in planned if rule.startswith("bumps_")]
     assert not {"relational_vocabulary", "relational_split", "relational_audit"} & set(planned)

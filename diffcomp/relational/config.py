@@ -60,10 +60,14 @@ def baseline_experiment(section: dict) -> str | None:
 
 
 def experiment_settings(section: dict, name: str) -> dict:
-    """An experiment's text encoder and model: the study's settings with the experiment's overrides."""
+    """An experiment's text encoder, model, splits and projection: the study's settings with the
+    experiment's overrides; a projection experiment takes its base experiment's model and encoder."""
     spec = next((e for e in section["experiments"] if e["name"] == name), None)
     if spec is None:
         raise KeyError(f"relational.experiments has no experiment named {name!r}")
+    if "projection" in spec:
+        base = experiment_settings(section, spec["projection"]["base"])
+        return {**base, "splits": spec.get("splits") or base["splits"], "projection": dict(spec["projection"])}
     text_encoder = dict(section["text_encoder"])
     if "text_encoder" in spec:
         text_encoder["name"] = spec["text_encoder"]
@@ -72,7 +76,14 @@ def experiment_settings(section: dict, name: str) -> dict:
     model = dict(section["model"])
     if "pos_emb" in spec:
         model["pos_emb"] = spec["pos_emb"]
-    return {"text_encoder": text_encoder, "model": model, "splits": spec.get("splits") or list(split_specs(section))}
+    splits = spec.get("splits") or list(split_specs(section))
+    return {"text_encoder": text_encoder, "model": model, "splits": splits, "projection": None}
+
+
+def intervention_label(settings: dict) -> str:
+    """The metrics table's ``intervention``: baseline, or projection-<variant>."""
+    projection = settings["projection"]
+    return f"projection-{projection['variant']}" if projection else "baseline"
 
 
 def encoder_label(text_encoder: dict) -> str:
@@ -120,6 +131,27 @@ def run_definition(section: dict, experiment: str, split: str, seed: int) -> dic
     """What determines a pair-training run's weights (and nothing else): a change retrains it."""
     settings = experiment_settings(section, experiment)
     spec = split_specs(section)[split]
+    projection = settings["projection"]
+    if projection:
+        steps = projection["steps"]
+        training = {
+            **_training_semantics(section),
+            "steps": steps,
+            "learning_rate": projection["learning_rate"],
+            "warmup_steps": min(section["training"]["warmup_steps"], steps // 10),
+        }
+        return {
+            "stage": "projection",
+            "icon_size": section["icon_size"],
+            "split": spec,
+            "seed": seed,
+            "text_encoder": settings["text_encoder"],
+            "model": settings["model"],
+            "diffusion": section["diffusion"],
+            "training": training,
+            "projection": projection,
+            "init": run_definition(section, projection["base"], split, seed),
+        }
     pretrain = (
         pretrain_definition(section, experiment, spec["vocab_size"], seed) if section["pretraining_steps"] else None
     )
@@ -134,6 +166,23 @@ def run_definition(section: dict, experiment: str, split: str, seed: int) -> dic
         "training": _training_semantics(section),
         "init": pretrain,
     }
+
+
+def check_projection_experiment(section: dict, spec: dict, where: str, earlier: dict) -> None:
+    """A projection fine-tunes an earlier, ordinary experiment's runs: same splits or fewer, nothing overridden."""
+    base = spec["projection"]["base"]
+    by_name = {e["name"]: e for e in section["experiments"]}
+    if base not in earlier or base == spec["name"]:
+        raise ConfigError(f"{where}.projection.base: {base!r} is not an experiment listed before {spec['name']!r}")
+    if "projection" in by_name[base]:
+        raise ConfigError(f"{where}.projection.base: {base!r} is itself a projection; fine-tune an ordinary experiment")
+    overridden = [key for key in ("text_encoder", "text_encoder_trainable", "pos_emb") if key in spec]
+    if overridden:
+        raise ConfigError(f"{where}: a projection experiment uses its base's model and encoder; drop {overridden}")
+    base_splits = experiment_settings(section, base)["splits"]
+    missing = [split for split in spec.get("splits", []) if split not in base_splits]
+    if missing:
+        raise ConfigError(f"{where}.splits: {missing} are not trained by the base experiment {base!r}")
 
 
 def check_experiments(section: dict) -> None:
@@ -153,6 +202,9 @@ def check_experiments(section: dict) -> None:
         for j, split in enumerate(spec.get("splits", [])):
             if split not in splits:
                 raise ConfigError(f"{where}.splits[{j}]: no split named {split!r} (configured: {', '.join(splits)})")
+        if "projection" in spec:
+            check_projection_experiment(section, spec, where, seen)
+            continue
         settings = experiment_settings(section, spec["name"])
         key = f"{where}.text_encoder" if "text_encoder" in spec else "relational.text_encoder.name"
         check_encoder(settings["text_encoder"]["name"], key)

@@ -37,7 +37,7 @@ from diffcomp.relational.evaluate import AUDIT_COLUMNS, FAILURE_KINDS, METRIC_CO
 from diffcomp.relational.relations import caption
 
 METRICS_COLUMNS = tuple(METRIC_COLUMNS)
-_TEXT_COLUMNS = ("run", "experiment", "split", "family", "encoder", "pos_emb")
+_TEXT_COLUMNS = ("run", "experiment", "split", "family", "encoder", "pos_emb", "intervention")
 FIGURES = ("curves", "scatter", "skew", "ablation", "samples")
 FAILURE_COLOURS = {"swapped": "#d62728", "one_wrong": "#ff7f0e", "both_wrong": "0.45"}
 CORRECT_COLOUR = "#1a9850"

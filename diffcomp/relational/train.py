@@ -24,6 +24,7 @@ from diffcomp.io import atomic_path
 from diffcomp.relational.data import triples_from_frame
 from diffcomp.relational.icons import load_icons
 from diffcomp.relational.model import RelationalDenoiser
+from diffcomp.relational.projection import TextProjection
 from diffcomp.relational.relations import caption, single_object_caption
 from diffcomp.relational.text import build_caption_encoder
 from diffcomp.training import (
@@ -88,12 +89,28 @@ class Conditioner:
         return self.tokens[index], self.mask[index]
 
 
-def build_model(run: dict, names: list[str], device: torch.device) -> tuple[RelationalDenoiser, object]:
-    """The denoiser and the text encoder of a run (a trainable encoder is inside the model)."""
+def build_model(run: dict, names: list[str], device: torch.device, *, init=None) -> tuple[RelationalDenoiser, object]:
+    """The denoiser and the text encoder of a run (a trainable encoder is inside the model).
+
+    ``init``: a snapshot to start from (pretraining, or the base run of a projection). A projection
+    run's model gets its projection after the base weights are loaded, and only the projection
+    is trained.
+    """
     encoder = caption_encoder(run, names).to(device)
     model = RelationalDenoiser.from_config(
         run, text_hidden_size=encoder.hidden_size, text_encoder=encoder if encoder.trainable else None
     )
+    if init is not None:
+        load_snapshot(init, model)
+    projection = run.get("projection")
+    if projection:
+        model.requires_grad_(False)
+        model.projection = TextProjection(
+            projection["variant"],
+            encoder.hidden_size,
+            window=projection["window"],
+            early_steps_above=projection["early_steps_above"],
+        )
     return model.to(device), encoder
 
 
@@ -107,7 +124,8 @@ def train_relational_run(
     init_dir=None,
     stop_after_step: int | None = None,
 ) -> dict:
-    """Train a pair run (``train_csv``, optionally from ``init_dir``'s final weights) or a pretraining run.
+    """Train a pair run (``train_csv``, optionally from ``init_dir``'s final weights), a projection run
+    (from ``init_dir``, the base run) or a pretraining run.
 
     ``run`` is diffcomp.relational.config's run_definition / pretrain_definition; ``runtime`` the
     training keys in RUNTIME_KEYS. Returns the summary written to train.json.
@@ -131,9 +149,7 @@ def train_relational_run(
     init = read_snapshots(init_dir)[-1][1] if init_dir is not None else None
 
     def build(device: torch.device) -> TrainingTask:
-        model, encoder = build_model(run, names, device)
-        if init is not None:
-            load_snapshot(init, model)
+        model, encoder = build_model(run, names, device, init=init)
         conditioner = Conditioner(encoder, captions, device)
         icons = torch.from_numpy(icons_np).to(device) * 2.0 - 1.0  # [-1, 1], 1 = white
         blank = torch.ones_like(icons[0])
@@ -163,6 +179,7 @@ def train_relational_run(
             next_batch=next_batch,
             loss=loss,
             summary={"stage": run["stage"], "run": name, "captions": len(set(captions))},
+            max_grad_norm=(run.get("projection") or {}).get("max_grad_norm"),
         )
 
     return train(build, run, training, out_dir, stop_after_step=stop_after_step)
