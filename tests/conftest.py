@@ -18,6 +18,17 @@ TINY_MODEL = {
     "label_encoding_dim": 8,
 }
 
+# The smallest relational-study UNet and text encoder: a fraction of a second per step on a CPU.
+TINY_RELATIONAL_MODEL = {
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "cross_attention_levels": [1],
+    "cross_attention_dim": 16,
+    "attention_head_dim": 4,
+    "norm_num_groups": 4,
+}
+TINY_TEXT_ENCODER = {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32, "max_length": 12}
+
 
 def snakemake_bin() -> str:
     """The snakemake of the interpreter running the tests (the project venv)."""

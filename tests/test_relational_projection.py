@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import TINY_RELATIONAL_MODEL
 
 from diffcomp.config import ConfigError, validate_config
 from diffcomp.relational.config import run_definition
@@ -31,16 +32,7 @@ def test_every_projection_starts_as_the_identity(kind):
 
 
 def test_zero_initialised_projection_leaves_the_denoiser_unchanged_at_step_zero():
-    model_config = {
-        "block_out_channels": [8, 16],
-        "layers_per_block": 1,
-        "cross_attention_levels": [1],
-        "cross_attention_dim": 16,
-        "attention_head_dim": 4,
-        "norm_num_groups": 4,
-        "pos_emb": "sinusoidal",
-        "self_attention": True,
-    }
+    model_config = {**TINY_RELATIONAL_MODEL, "pos_emb": "sinusoidal", "self_attention": True}
     run = {"icon_size": 16, "model": model_config}
     x = torch.randn(3, 1, 32, 16, generator=torch.Generator().manual_seed(3))
     t = torch.tensor([1, 10, 19])
@@ -82,16 +74,7 @@ def test_projection_only_at_early_steps():
 def test_only_the_projection_learns_when_the_rest_is_frozen():
     run = {
         "icon_size": 16,
-        "model": {
-            "block_out_channels": [8, 16],
-            "layers_per_block": 1,
-            "cross_attention_levels": [],
-            "cross_attention_dim": 16,
-            "attention_head_dim": 4,
-            "norm_num_groups": 4,
-            "pos_emb": "none",
-            "self_attention": False,
-        },
+        "model": {**TINY_RELATIONAL_MODEL, "cross_attention_levels": [], "pos_emb": "none", "self_attention": False},
     }
     model = RelationalDenoiser.from_config(run, text_hidden_size=WIDTH)
     model.requires_grad_(False)

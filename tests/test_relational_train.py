@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RELATIONAL_MODEL, TINY_TEXT_ENCODER
 from safetensors.torch import load_file
 
 from diffcomp.config import RUNTIME_KEYS, validate_config
@@ -20,15 +21,8 @@ TINY = {
     "relational": {
         "icon_size": 16,
         "splits": [{"name": "band", "family": "band", "vocab_size": N, "m": 1}],
-        "text_encoder": {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32, "max_length": 12},
-        "model": {
-            "block_out_channels": [8, 16],
-            "layers_per_block": 1,
-            "cross_attention_levels": [1],
-            "cross_attention_dim": 16,
-            "attention_head_dim": 4,
-            "norm_num_groups": 4,
-        },
+        "text_encoder": TINY_TEXT_ENCODER,
+        "model": TINY_RELATIONAL_MODEL,
         "diffusion": {"num_train_timesteps": 20},
         "training": {
             "steps": 8,

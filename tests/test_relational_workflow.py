@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_MODEL, planned_rules, run_snakemake
+from conftest import TINY_MODEL, TINY_RELATIONAL_MODEL, TINY_TEXT_ENCODER, planned_rules, run_snakemake
 
 from diffcomp.relational.audit import FLAT_KEYS, audit_file, audit_index_triples, flatten
 from diffcomp.relational.evaluate import METRIC_COLUMNS
@@ -91,15 +91,8 @@ TRAINED = {
             {"name": "bipartite", "family": "bipartite", "vocab_size": 4},
             {"name": "random", "family": "random", "vocab_size": 4, "size": 8, "seed": 1},
         ],
-        "text_encoder": {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32, "max_length": 12},
-        "model": {
-            "block_out_channels": [8, 16],
-            "layers_per_block": 1,
-            "cross_attention_levels": [1],
-            "cross_attention_dim": 16,
-            "attention_head_dim": 4,
-            "norm_num_groups": 4,
-        },
+        "text_encoder": TINY_TEXT_ENCODER,
+        "model": TINY_RELATIONAL_MODEL,
         "diffusion": {"num_train_timesteps": 20},
         "training": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2},
         "pretraining_steps": 2,

@@ -128,9 +128,21 @@ def pretrain_definition(section: dict, experiment: str, vocab_size: int, seed: i
 
 
 def run_definition(section: dict, experiment: str, split: str, seed: int) -> dict:
-    """What determines a pair-training run's weights (and nothing else): a change retrains it."""
+    """What determines a run's weights (and nothing else): a change retrains it.
+
+    A pair run may start from a pretraining run; a projection run starts from its base
+    experiment's run and trains only the projection, for its own steps and learning rate.
+    """
     settings = experiment_settings(section, experiment)
     spec = split_specs(section)[split]
+    run = {
+        "icon_size": section["icon_size"],
+        "split": spec,
+        "seed": seed,
+        "text_encoder": settings["text_encoder"],
+        "model": settings["model"],
+        "diffusion": section["diffusion"],
+    }
     projection = settings["projection"]
     if projection:
         steps = projection["steps"]
@@ -140,32 +152,12 @@ def run_definition(section: dict, experiment: str, split: str, seed: int) -> dic
             "learning_rate": projection["learning_rate"],
             "warmup_steps": min(section["training"]["warmup_steps"], steps // 10),
         }
-        return {
-            "stage": "projection",
-            "icon_size": section["icon_size"],
-            "split": spec,
-            "seed": seed,
-            "text_encoder": settings["text_encoder"],
-            "model": settings["model"],
-            "diffusion": section["diffusion"],
-            "training": training,
-            "projection": projection,
-            "init": run_definition(section, projection["base"], split, seed),
-        }
+        init = run_definition(section, projection["base"], split, seed)
+        return {**run, "stage": "projection", "training": training, "projection": projection, "init": init}
     pretrain = (
         pretrain_definition(section, experiment, spec["vocab_size"], seed) if section["pretraining_steps"] else None
     )
-    return {
-        "stage": "pairs",
-        "icon_size": section["icon_size"],
-        "split": spec,
-        "seed": seed,
-        "text_encoder": settings["text_encoder"],
-        "model": settings["model"],
-        "diffusion": section["diffusion"],
-        "training": _training_semantics(section),
-        "init": pretrain,
-    }
+    return {**run, "stage": "pairs", "training": _training_semantics(section), "init": pretrain}
 
 
 def check_projection_experiment(section: dict, spec: dict, where: str, earlier: dict) -> None:
