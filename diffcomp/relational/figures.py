@@ -67,7 +67,7 @@ _FINAL_COLUMNS = (
     "step",
     *[c for c in _FINAL_VALUES if c not in ("visual_completeness", "linguistic_completeness")],
 )
-_ABLATION_COLUMNS = (*_FINAL_COLUMNS, "encoder", "pos_emb")
+_ABLATION_COLUMNS = (*_FINAL_COLUMNS, "encoder", "pos_emb")  # "intervention" is used when present
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def _final_rows(table: pd.DataFrame) -> pd.DataFrame:
 def _final_aggregate(table: pd.DataFrame) -> pd.DataFrame:
     """Per (experiment, split) in order of appearance: the final checkpoint aggregated over seeds."""
     final = _final_rows(table).copy()
-    columns = ["experiment", "split", "family", "encoder", "pos_emb", "step", "n_seeds"]
+    columns = ["experiment", "split", "family", "encoder", "pos_emb", "intervention", "step", "n_seeds"]
     if final.empty:
         return pd.DataFrame(columns=columns + [f"{c}{s}" for c in _FINAL_VALUES for s in ("", "_lo", "_hi", "_n")])
     for view in ("visual", "linguistic"):
@@ -135,7 +135,7 @@ def _final_aggregate(table: pd.DataFrame) -> pd.DataFrame:
     agg = aggregate_seeds(final, ["experiment", "split"], list(_FINAL_VALUES), how="mean")
     groups = final.groupby(["experiment", "split"], sort=False)
     info = pd.DataFrame({"step": groups["step"].first()})
-    for column in ("family", "encoder", "pos_emb"):
+    for column in ("family", "encoder", "pos_emb", "intervention"):
         if column in final.columns:
             info[column] = groups[column].agg(lambda v: "/".join(_ordered(v.astype(str))))
         else:
@@ -259,14 +259,12 @@ def _accuracy_scatter(ax, points: pd.DataFrame, xcol: str, xlabel: str, colours:
             markeredgecolor="black",
             markeredgewidth=0.5,
         )
-        ax.annotate(
-            row.split,
-            (getattr(row, xcol), row.test_accuracy),
-            xytext=(4, 4),
-            textcoords="offset points",
-            fontsize=6.5,
-            color="0.15",
-        )
+    # One label per distinct point: splits that land on the same spot share it ("a, b").
+    labels: dict[tuple[float, float], list[str]] = {}
+    for row in shown.itertuples(index=False):
+        labels.setdefault((float(getattr(row, xcol)), float(row.test_accuracy)), []).append(row.split)
+    for (x, y), names in labels.items():
+        ax.annotate(", ".join(names), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=6.5, color="0.15")
     ax.set_ylim(-0.05, 1.1)
     ax.margins(x=0.15)
     return len(shown)
@@ -409,9 +407,13 @@ def _experiment_description(agg: pd.DataFrame, experiments: Sequence[str], basel
         rows = agg[agg["experiment"] == experiment]
         settings[experiment] = {
             column: "/".join(_ordered("/".join(rows[column].astype(str)).split("/")))
-            for column in ("encoder", "pos_emb")
+            for column in ("encoder", "pos_emb", "intervention")
         }
-    labels = {e: f"{e}: encoder {s['encoder']}, pos_emb {s['pos_emb']}" for e, s in settings.items()}
+    labels = {
+        e: f"{e}: encoder {s['encoder']}, pos_emb {s['pos_emb']}"
+        + (f", {s['intervention']}" if s["intervention"] not in ("", "baseline") else "")
+        for e, s in settings.items()
+    }
     if len(experiments) <= 1:
         return labels, "only the baseline was run"
     varied = [c for c in ("encoder", "pos_emb") if len({s[c] for s in settings.values()}) > 1]
