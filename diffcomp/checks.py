@@ -111,6 +111,11 @@ def check_relational_build(section: dict) -> None:
     if not experiment_names(section):
         return  # nothing is trained
     check_training(section["training"], "relational.training")
+    for k, spec in enumerate(section["experiments"]):
+        rate = spec.get("projection", {}).get("learning_rate", 0.0)
+        if not math.isfinite(rate):
+            key = f"relational.experiments[{k}].projection.learning_rate"
+            raise ConfigError(f"{key}: must be a finite number, got {rate}")
     text = section["text_encoder"]
     if text["d_model"] % text["num_heads"]:
         raise ConfigError(

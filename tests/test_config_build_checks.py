@@ -65,6 +65,10 @@ def broken(edit) -> dict:
         ),
         (lambda c: c["bumps"]["training"].update(ema_decay=1.0), r"bumps\.training\.ema_decay: 1\.0 is greater than"),
         (
+            lambda c: c["relational"]["experiments"][2]["projection"].update(learning_rate=float("nan")),
+            r"relational\.experiments\[2\]\.projection\.learning_rate: must be a finite number",
+        ),
+        (
             lambda c: c["relational"]["training"].update(warmup_steps=1500),
             r"relational\.training\.warmup_steps: 1500 warm-up steps for 1500 training steps",
         ),
