@@ -95,11 +95,35 @@ def check_bumps_build(section: dict) -> None:
         raise ConfigError(f"bumps.model.hidden_layer: {err}") from None
     timesteps = check_sampler(section["diffusion"], section["sampling"], "bumps")
     step = section["sampling"]["activation_step"]
-    if not -len(timesteps) <= step < len(timesteps):
+    try:
+        timesteps[step]  # what the sampling job does to find the step it records
+    except IndexError:
         raise ConfigError(
             f"bumps.sampling.activation_step: {step} is not an index into the sampler's {len(timesteps)} "
             f"timesteps (use 0 .. {len(timesteps) - 1}, or -1 for the last)"
-        )
+        ) from None
+
+
+def check_scratch_encoder(section: dict) -> int:
+    """Build the t5-scratch encoder with the code the jobs use (on the meta device: no weights are
+    drawn) and tokenize every caption of the largest vocabulary; returns the width of its states.
+    A pretrained encoder (minilm, pretrained:<dir>) is checked by check_encoder instead, without
+    loading its weights."""
+    import torch
+
+    from diffcomp.relational.config import vocab_sizes
+    from diffcomp.relational.icons import nouns
+    from diffcomp.relational.text import all_captions
+    from diffcomp.relational.train import caption_encoder
+
+    names = nouns(max(vocab_sizes(section)))
+    try:
+        with torch.device("meta"):
+            encoder = caption_encoder({"text_encoder": section["text_encoder"]}, names)
+        encoder.tokenize(all_captions(names))
+    except ValueError as err:
+        raise ConfigError(f"relational.text_encoder: {err}") from None
+    return encoder.hidden_size
 
 
 def check_relational_build(section: dict) -> None:
@@ -117,10 +141,7 @@ def check_relational_build(section: dict) -> None:
             key = f"relational.experiments[{k}].projection.learning_rate"
             raise ConfigError(f"{key}: must be a finite number, got {rate}")
     text = section["text_encoder"]
-    if text["d_model"] % text["num_heads"]:
-        raise ConfigError(
-            f"relational.text_encoder.num_heads: {text['num_heads']} heads do not divide d_model = {text['d_model']}"
-        )
+    width = check_scratch_encoder(section) if text["name"] == "t5-scratch" else section["model"]["cross_attention_dim"]
     size = section["icon_size"]
     checked = set()
     for name in experiment_names(section):
@@ -129,8 +150,6 @@ def check_relational_build(section: dict) -> None:
         if key in checked:
             continue
         checked.add(key)
-        # The text width only sizes the UNet's input projection; t5-scratch's is known here.
-        width = text["d_model"]
         run = {"icon_size": size, "model": model_config}
         _meta_forward(
             lambda run=run, width=width: RelationalDenoiser.from_config(run, text_hidden_size=width),

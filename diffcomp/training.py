@@ -215,6 +215,25 @@ def read_snapshots(train_dir) -> list[tuple[int, Path]]:
     return [(int(p.stem.removeprefix("step")), p) for p in paths]
 
 
+def sample_checkpoints(model: torch.nn.Module, train_dir, out_dir, sample) -> list[Path]:
+    """Load every kept snapshot of a finished run into ``model`` and write ``sample(step)``'s arrays
+    to ``out_dir/step{N}.npz`` (atomically, compressed). Returns the files written, by step."""
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for step, path in read_snapshots(train_dir):
+        load_snapshot(path, model)
+        arrays = sample(step)
+        target = out_dir / f"step{step:09d}.npz"
+        with atomic_path(target) as tmp:
+            np.savez_compressed(tmp, **arrays, step=np.int64(step))
+        written.append(target)
+        log.info("step %d: %d samples -> %s", step, len(arrays["images"]), target)
+    return written
+
+
 @dataclass
 class RunPaths:
     out_dir: Path  # declared output (finished run)

@@ -39,7 +39,11 @@ def broken(edit) -> dict:
         ),
         (
             lambda c: c["relational"]["text_encoder"].update(num_heads=3),
-            r"relational\.text_encoder\.num_heads: 3 heads do not divide d_model = 32",
+            r"relational\.text_encoder: d_model \(32\) must be a multiple of num_heads \(3\)",
+        ),
+        (
+            lambda c: c["relational"]["text_encoder"].update(max_length=6),
+            r"relational\.text_encoder: .*max_length=6 .*too long",
         ),
         # sampling consistency, found by building the samplers and resolving the hidden layer
         (

@@ -11,8 +11,8 @@ import torch
 
 from diffcomp.bumps.data import read_labels
 from diffcomp.bumps.model import BumpDenoiser, hook_activations, sampling_scheduler
-from diffcomp.bumps.train import load_snapshot, read_snapshots, resolve_device
-from diffcomp.io import atomic_path
+from diffcomp.diffusion import inference_steps
+from diffcomp.training import resolve_device, sample_checkpoints
 
 log = logging.getLogger("diffcomp.sample")
 
@@ -86,23 +86,15 @@ def sample_run(run: dict, sampling: dict, runtime: dict, labels_csv, train_dir, 
     table = read_labels(labels_csv)
     seed = run["seed"]
     labels, splits = sampling_labels(table, sampling["num_samples"], sampling["num_samples_ood"], seed)
-    snapshots = read_snapshots(train_dir)
     model = BumpDenoiser.from_config(run).to(device)
     hidden = model.hidden_module(run["model"]["hidden_layer"])
-    if sampling["sampler"] == "ddim":
-        steps = sampling["num_inference_steps"]
-    else:
-        steps = run["diffusion"]["num_train_timesteps"]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for step, path in snapshots:
-        load_snapshot(path, model)
+
+    def sample(step: int) -> dict:
         images, activations = generate(
             model,
             sampling_scheduler(run["diffusion"], sampling["sampler"]),
             labels,
-            num_inference_steps=steps,
+            num_inference_steps=inference_steps(run["diffusion"], sampling),
             batch_size=sampling["batch_size"],
             # the same noise at every checkpoint: differences come from the weights alone
             seed=seed * 1_000_003 + 7,
@@ -110,16 +102,11 @@ def sample_run(run: dict, sampling: dict, runtime: dict, labels_csv, train_dir, 
             activation_step=sampling["activation_step"],
             device=device,
         )
-        target = out_dir / f"step{step:09d}.npz"
-        with atomic_path(target) as tmp:
-            np.savez_compressed(
-                tmp,
-                images=images.astype(np.float16),
-                labels=labels,
-                split=splits,
-                activations=activations.astype(np.float16),
-                step=np.int64(step),
-            )
-        written.append(target)
-        log.info("step %d: %d samples -> %s", step, len(labels), target)
-    return written
+        return {
+            "images": images.astype(np.float16),
+            "labels": labels,
+            "split": splits,
+            "activations": activations.astype(np.float16),
+        }
+
+    return sample_checkpoints(model, train_dir, out_dir, sample)

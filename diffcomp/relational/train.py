@@ -13,14 +13,12 @@ every checkpoint with the same initial noise, so checkpoints differ by their wei
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler
-from diffcomp.io import atomic_path
 from diffcomp.relational.data import triples_from_frame
 from diffcomp.relational.icons import load_icons
 from diffcomp.relational.model import RelationalDenoiser
@@ -33,6 +31,7 @@ from diffcomp.training import (
     load_snapshot,
     read_snapshots,
     resolve_device,
+    sample_checkpoints,
     train,
 )
 
@@ -228,14 +227,10 @@ def sample_relational_run(run: dict, sampling: dict, runtime: dict, icons_npz, t
     test_triples = read_split_triples(test_csv, names)
     seed = run["seed"]
     triples, splits = sampling_triples(train_triples, test_triples, sampling["num_train"], sampling["num_test"], seed)
-    snapshots = read_snapshots(train_dir)
     model, encoder = build_model(run, names, device)
     conditioner = Conditioner(encoder, triple_captions(triples, names), device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for step, path in snapshots:
-        load_snapshot(path, model)
+
+    def sample(step: int) -> dict:
         images = generate(
             model,
             sampling_scheduler(run["diffusion"], sampling["sampler"]),
@@ -246,17 +241,13 @@ def sample_relational_run(run: dict, sampling: dict, runtime: dict, icons_npz, t
             seed=seed * 1_000_003 + 7,
             device=device,
         )
-        target = out_dir / f"step{step:09d}.npz"
-        with atomic_path(target) as tmp:
-            np.savez_compressed(
-                tmp,
-                images=images.astype(np.float16),
-                top=triples[:, 0],
-                bottom=triples[:, 1],
-                relation=triples[:, 2],
-                split=splits,
-                step=np.int64(step),
-            )
-        written.append(target)
-        log.info("step %d: %d samples -> %s", step, len(triples), target)
-    return written
+        top, bottom, relation = triples.T
+        return {
+            "images": images.astype(np.float16),
+            "top": top,
+            "bottom": bottom,
+            "relation": relation,
+            "split": splits,
+        }
+
+    return sample_checkpoints(model, train_dir, out_dir, sample)
