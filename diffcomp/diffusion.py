@@ -63,15 +63,28 @@ class EpsilonLoss:
         self.snr_gamma = snr_gamma
         self.snr_by_timestep = compute_snr(scheduler, torch.arange(self.num_timesteps)).to(device)
 
-    def __call__(self, forward: Callable, clean: torch.Tensor, condition, generator: torch.Generator) -> torch.Tensor:
+    def noised(self, clean: torch.Tensor, generator: torch.Generator):
+        """(noisy, noise, timesteps): ``clean`` noised at timesteps drawn after the noise."""
         noise = torch.randn(clean.shape, generator=generator, device=clean.device)
         timesteps = torch.randint(self.num_timesteps, (len(clean),), generator=generator, device=clean.device)
         a = self.alphas_cumprod[timesteps].view(-1, *([1] * (clean.dim() - 1)))
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise  # DDPMScheduler.add_noise, without its per-call copies
-        predicted = forward(noisy, timesteps, condition)
+        return noisy, noise, timesteps
+
+    def regression(self, predicted: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The (Min-SNR weighted) MSE between the predicted and the true noise."""
         if self.snr_gamma is None:
             return F.mse_loss(predicted.float(), noise)
         snr = self.snr_by_timestep[timesteps]
         weights = torch.clamp(snr, max=self.snr_gamma) / snr
         per_sample = F.mse_loss(predicted.float(), noise, reduction="none").flatten(1).mean(dim=1)
         return (per_sample * weights).mean()
+
+    def clean_estimate(self, noisy: torch.Tensor, predicted: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t): the clean image the prediction implies."""
+        a = self.alphas_cumprod[timesteps].view(-1, *([1] * (noisy.dim() - 1)))
+        return (noisy - (1 - a).sqrt() * predicted.float()) / a.sqrt()
+
+    def __call__(self, forward: Callable, clean: torch.Tensor, condition, generator: torch.Generator) -> torch.Tensor:
+        noisy, noise, timesteps = self.noised(clean, generator)
+        return self.regression(forward(noisy, timesteps, condition), noise, timesteps)

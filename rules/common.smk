@@ -20,6 +20,7 @@ from diffcomp.relational.config import (
     encoder_label,
     experiment_settings,
     intervention_label,
+    intervention_parameters,
     run_definition,
     run_id,
     runs,
@@ -122,7 +123,12 @@ def relational_train_inputs(wc):
         "train": rules.relational_split.output.train.format(split=wc.split),
         "test": rules.relational_split.output.test.format(split=wc.split),
     }
-    projection = experiment_settings(RELATIONAL, wc.experiment)["projection"]
+    settings = experiment_settings(RELATIONAL, wc.experiment)
+    projection = settings["projection"]
+    if settings["contrastive"] and not projection:
+        inputs["image_encoder"] = rules.relational_image_encoder.output[0].format(
+            vocab_size=spec["vocab_size"], icon_size=RELATIONAL_ICON_SIZE
+        )
     if projection:
         # a projection fine-tunes the base experiment's run of this split and seed
         inputs["init"] = (
@@ -154,6 +160,7 @@ def relational_run_info(wc):
         "pos_emb": settings["model"]["pos_emb"],
         "seed": int(wc.seed),
         "intervention": intervention_label(settings),
+        "intervention_params": intervention_parameters(settings),
     }
 
 

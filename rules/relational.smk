@@ -123,7 +123,14 @@ RELATIONAL_RUN = f"{RESULTS}/relational/runs/{{experiment}}/{{split}}/seed{{seed
 RELATIONAL_PRETRAIN = (
     f"{RESULTS}/relational/pretrain/{{experiment}}/N{{vocab_size}}/seed{{seed}}/train"
 )
-RELATIONAL_FIGURES = ["curves", "scatter", "skew", "ablation", "samples"]
+RELATIONAL_FIGURES = [
+    "curves",
+    "scatter",
+    "skew",
+    "ablation",
+    "interventions",
+    "samples",
+]
 
 
 rule relational_pretrain:
@@ -146,6 +153,24 @@ rule relational_pretrain:
         ),
     script:
         "../scripts/relational_train.py"
+
+
+rule relational_image_encoder:
+    input:
+        icons=rules.relational_vocabulary.output.icons,
+    output:
+        directory(f"{RELATIONAL_VOCAB}/image_encoder"),
+    log:
+        f"{LOGS}/relational/image_encoder/N{{vocab_size}}_S{{icon_size}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/relational/image_encoder/N{{vocab_size}}_S{{icon_size}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
+    params:
+        spec=RELATIONAL["image_encoder"] if RELATIONAL else {},
+    script:
+        "../scripts/relational_image_encoder.py"
 
 
 rule relational_train:

@@ -12,5 +12,6 @@ run_training(
         snakemake.output[0],
         train_csv=snakemake.input.get("train"),
         init_dir=snakemake.input.get("init"),
+        image_encoder_dir=snakemake.input.get("image_encoder"),
     ),
 )

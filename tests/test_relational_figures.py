@@ -1,5 +1,6 @@
 import re
 
+import matplotlib.container
 import matplotlib.image
 import matplotlib.text
 import numpy as np
@@ -311,3 +312,220 @@ def test_sample_grid_colours_from_given_predictions():
     assert sum(":" in ax.get_label() for ax in fig.axes) == 4
     with pytest.raises(ValueError, match="one entry per image"):
         F.sample_grid_figure(samples, icons, names, pred_top[:3], pred_bottom, max_per_split=2)
+
+
+# ------------------------------------------------------------------------------- interventions
+
+PROJECTION_STEPS = [0, 50, 100]
+# experiment -> (intervention, splits, steps, final test accuracy)
+INTERVENTIONS = {
+    "wiclp": ("projection-window", ["band", "bipartite", "random"], PROJECTION_STEPS, 0.8),
+    "wiclp_wide": ("projection-window", ["band"], PROJECTION_STEPS, 0.7),
+    "contrast": ("contrastive-both", ["band", "bipartite"], STEPS, 0.5),
+}
+BAR_LABELS = [
+    "baseline",
+    "wiclp (projection-window)",
+    "wiclp_wide (projection-window)",
+    "contrast (contrastive-both)",
+]
+SHOWN_SPLITS = ["band", "bipartite", "random"]  # the baseline's order; caption_by_order has no intervention
+
+
+def _intervention_rows(experiment, intervention, splits, steps, acc, seeds):
+    rows = []
+    for split in splits:
+        for seed in seeds:
+            for k, step in enumerate(steps):
+                test = float(np.clip(acc * (k + 1) / len(steps) + 0.05 * seed, 0, 1))
+                rows.append(
+                    {
+                        "run": f"{experiment}_{split}_seed{seed}",
+                        "experiment": experiment,
+                        "split": split,
+                        "family": SPLITS[split][0] if split in SPLITS else split,
+                        "encoder": "t5-scratch",
+                        "pos_emb": "sinusoidal",
+                        "intervention": intervention,
+                        "seed": seed,
+                        "step": step,
+                        "train_accuracy": float(np.clip(test + 0.1 + 0.02 * seed, 0, 1)),
+                        "test_accuracy": test,
+                    }
+                )
+    return rows
+
+
+def _interventions_table(seeds=SEEDS, extra=True) -> pd.DataFrame:
+    """_table (baseline and the no_pos_emb ablation) plus the intervention experiments."""
+    base = _table(seeds).assign(intervention="baseline")
+    rows = []
+    for experiment, (intervention, splits, steps, acc) in INTERVENTIONS.items():
+        rows += _intervention_rows(experiment, intervention, splits, steps, acc, seeds)
+    if extra:
+        # a seed and a split the baseline never ran: not compared, so not drawn
+        rows += _intervention_rows("contrast", "contrastive-both", ["band"], STEPS, 0.0, [7])
+        rows += _intervention_rows("contrast", "contrastive-both", ["only_here"], STEPS, 0.1, seeds)
+    extra_rows = pd.DataFrame(rows).reindex(columns=list(F.METRICS_COLUMNS))
+    return pd.concat([base, extra_rows], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def intervention_metrics():
+    return _interventions_table()
+
+
+def _expected_final(table, experiment, split, column):
+    """Mean, and half-width of the 95% t-interval, over the baseline's seeds at the run's last step."""
+    rows = table[(table["experiment"] == experiment) & (table["split"] == split) & table["seed"].isin(SEEDS)]
+    values = rows.loc[rows["step"] == rows["step"].max(), column].to_numpy(dtype=np.float64)
+    return values.mean(), 12.706204736174707 * values.std(ddof=1) / np.sqrt(len(values))  # t_{0.975, 1}
+
+
+def _bar_containers(ax):
+    return [c for c in ax.containers if isinstance(c, matplotlib.container.BarContainer)]
+
+
+def _line(ax, gid):
+    lines = [line for line in ax.get_lines() if line.get_gid() == gid]
+    assert len(lines) == 1, gid
+    return lines[0]
+
+
+def test_interventions_bars_are_final_means_with_intervals_and_train_ticks(intervention_metrics):
+    table = intervention_metrics
+    fig = F.interventions_figure(table, "baseline")
+    _assert_fonts(fig)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == SHOWN_SPLITS
+    bars = _bar_containers(ax)
+    assert [c.get_label() for c in bars] == BAR_LABELS
+    errorbars = [c for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert len(errorbars) == len(BAR_LABELS)
+    experiments = ["baseline", *INTERVENTIONS]
+    n_missing = 0
+    for experiment, container, errorbar in zip(experiments, bars, errorbars, strict=True):
+        assert len(container.patches) == len(SHOWN_SPLITS)
+        segments = errorbar.lines[2][0].get_segments()
+        ticks = _line(ax, f"train:{experiment}").get_ydata()
+        for k, (split, patch) in enumerate(zip(SHOWN_SPLITS, container.patches, strict=True)):
+            ran = experiment == "baseline" or split in INTERVENTIONS[experiment][1]
+            if not ran:
+                assert patch.get_height() == 0.0 and np.isnan(ticks[k])
+                n_missing += 1
+                continue
+            mean, half = _expected_final(table, experiment, split, "test_accuracy")
+            assert patch.get_height() == pytest.approx(mean), (experiment, split)
+            low, high = np.clip([mean - half, mean + half], 0.0, 1.0)
+            assert segments[k][:, 1] == pytest.approx([low, high]), (experiment, split)
+            assert ticks[k] == pytest.approx(_expected_final(table, experiment, split, "train_accuracy")[0])
+            assert ticks[k] > patch.get_height()  # the synthetic runs fit their training triples better
+    # "n/a" for each bar of a split the experiment did not run: wiclp_wide x2, contrast x1
+    assert n_missing == 3
+    assert sum(t.get_text() == "n/a" for t in ax.texts) == 3
+    # the seed-7 run of contrast (test accuracy ~0.35 at the end, no baseline run) is not averaged in
+    contrast_band = bars[3].patches[0].get_height()
+    assert contrast_band == pytest.approx(_expected_final(table, "contrast", "band", "test_accuracy")[0])
+    title = fig._suptitle.get_text()
+    assert "2 seeds" in title and "95%" in title and "splits: band, bipartite, random" in title
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[: len(BAR_LABELS)] == BAR_LABELS and "final train accuracy" in legend
+
+
+def test_interventions_curves_offset_projections_and_share_colours(intervention_metrics):
+    fig = F.interventions_figure(intervention_metrics, "baseline")
+    bars, curves = fig.axes[0], fig.axes[1]
+    base_end = float(STEPS[-1])
+    for experiment, (intervention, splits, steps, _) in INTERVENTIONS.items():
+        offset = base_end if intervention.startswith("projection-") else 0.0
+        for split in splits:
+            line = _line(curves, f"curve:{experiment}:{split}")
+            assert list(line.get_xdata()) == pytest.approx([offset + s for s in steps]), (experiment, split)
+            rows = intervention_metrics[
+                (intervention_metrics["experiment"] == experiment)
+                & (intervention_metrics["split"] == split)
+                & intervention_metrics["seed"].isin(SEEDS)
+            ]
+            expected = rows.groupby("step")["test_accuracy"].mean().to_numpy()
+            assert list(line.get_ydata()) == pytest.approx(list(expected))
+    assert list(_line(curves, "curve:baseline:band").get_xdata()) == pytest.approx(STEPS)
+    assert not [line for line in curves.get_lines() if "only_here" in str(line.get_gid())]
+    # the projection continues the baseline: its first point (step 0) sits at the baseline's last step
+    assert [line.get_xdata()[0] for line in curves.get_lines() if line.get_gid() == "base_end"] == [base_end]
+    assert "projection steps added after the base run's last step" in curves.get_xlabel()
+    # one colour per experiment, the same as its bars; one line style per split
+    for experiment, container in zip(["baseline", *INTERVENTIONS], _bar_containers(bars), strict=True):
+        colour = to_hex(container.patches[0].get_facecolor())
+        assert to_hex(_line(curves, f"curve:{experiment}:band").get_color()) == colour
+    styles = {split: _line(curves, f"curve:baseline:{split}").get_linestyle() for split in SHOWN_SPLITS}
+    assert len(set(styles.values())) == len(SHOWN_SPLITS)
+    # shaded 95% bands with two seeds: one per drawn curve
+    n_curves = sum(str(line.get_gid()).startswith("curve:") for line in curves.get_lines())
+    assert n_curves == len(SHOWN_SPLITS) + 3 + 1 + 2
+    assert len(curves.collections) == n_curves
+
+
+def test_interventions_leave_out_other_experiments(intervention_metrics):
+    table, interventions, reason = F.intervention_runs(intervention_metrics, "baseline")
+    assert reason == ""
+    assert interventions == {e: v[0] for e, v in INTERVENTIONS.items()}
+    assert set(table["experiment"]) == {"baseline", *INTERVENTIONS}  # not the no_pos_emb ablation
+    assert set(table["split"]) == set(SHOWN_SPLITS) and set(table["seed"]) == set(SEEDS)
+    fig = F.interventions_figure(intervention_metrics, "baseline")
+    texts = " ".join(t.get_text() for t in _texts(fig))
+    assert "no_pos_emb" not in texts and "only_here" not in texts and "caption_by_order" not in texts
+    # a projection's plotted step is its own step after the baseline's final step
+    wiclp = table[table["experiment"] == "wiclp"]
+    assert (wiclp["plot_step"] == wiclp["step"] + STEPS[-1]).all()
+    contrast = table[table["experiment"] == "contrast"]
+    assert (contrast["plot_step"] == contrast["step"]).all()
+
+
+def test_interventions_one_seed_no_interval(tmp_path):
+    table = _interventions_table(seeds=[0], extra=False)
+    fig = F.interventions_figure(table, "baseline")
+    assert "over 1 seed)" in fig._suptitle.get_text()
+    assert len(fig.axes[1].collections) == 0  # no shaded band
+    errorbars = [c for c in fig.axes[0].containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    for errorbar in errorbars:
+        for segment in errorbar.lines[2][0].get_segments():
+            assert segment[0, 1] == pytest.approx(segment[1, 1])  # zero length
+    F.save_figure(fig, [tmp_path / "one.png"])
+    assert (tmp_path / "one.png").stat().st_size > 5000
+
+
+def test_interventions_no_data_cases(tmp_path, metrics, intervention_metrics):
+    cases = {
+        "no intervention experiments": metrics.assign(intervention="baseline"),
+        "no runs of the baseline": intervention_metrics.iloc[0:0],
+        "no split run by both": pd.concat(
+            [
+                metrics.assign(intervention="baseline"),
+                pd.DataFrame(_intervention_rows("c", "contrastive-both", ["elsewhere"], STEPS, 0.5, SEEDS)).reindex(
+                    columns=list(F.METRICS_COLUMNS)
+                ),
+            ],
+            ignore_index=True,
+        ),
+    }
+    for text, table in cases.items():
+        fig = F.interventions_figure(table, "baseline")
+        shown = [t.get_text() for t in _texts(fig)]
+        assert len(shown) == 1 and shown[0].startswith(text), shown
+        assert not fig.axes[0].patches and not fig.axes[0].get_lines()
+        _assert_fonts(fig)
+    fig = F.interventions_figure(intervention_metrics, "no_such_experiment")
+    assert [t.get_text() for t in _texts(fig)][0].startswith("no runs of the baseline experiment 'no_such_experiment'")
+    # an older table without the intervention column
+    with pytest.raises(ValueError, match="missing column.*intervention"):
+        F.interventions_figure(metrics.drop(columns=["intervention"]), "baseline")
+
+
+def test_interventions_written_through_the_file_entry_point(tmp_path, intervention_metrics):
+    path = tmp_path / "metrics.csv"
+    intervention_metrics.to_csv(path, index=False)
+    outputs = [tmp_path / "interventions.png", tmp_path / "interventions.pdf"]
+    fig = F.write_relational_figure("interventions", path, outputs, baseline="baseline")
+    _assert_images(outputs)
+    _assert_fonts(fig)
+    assert [c.get_label() for c in _bar_containers(fig.axes[0])] == BAR_LABELS

@@ -102,10 +102,13 @@ TRAINED = {
             {"name": "no_pos_emb", "splits": ["band"], "pos_emb": "none"},
             # a WiCLP projection fine-tuned on baseline/band's final weights
             {"name": "wiclp", "splits": ["band"], "projection": {"base": "baseline", "variant": "window", "steps": 2}},
+            # both contrastive losses, on the frozen image encoder the pipeline trains first
+            {"name": "contrastive", "splits": ["band"], "contrastive": {"fake_to_fake": 0.2, "fake_to_real": 0.2}},
         ],
+        "image_encoder": {"width": 4, "embedding_dim": 8, "steps": 20, "batch_size": 16},
     },
 }
-RELATIONAL_FIGURES = ["curves", "scatter", "skew", "ablation", "samples"]
+RELATIONAL_FIGURES = ["curves", "scatter", "skew", "ablation", "interventions", "samples"]
 
 
 @pytest.fixture(scope="module")
@@ -121,19 +124,30 @@ def test_trained_study_writes_metrics_and_every_figure(trained):
     results = trained / "results" / "relational"
     metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False, na_values=[""])
     assert list(metrics.columns) == METRIC_COLUMNS
-    # four runs (baseline on three splits, no_pos_emb on band) with checkpoints at steps 2 and 4,
-    # and the 2-step projection run on band
-    assert len(metrics) == 4 * 2 + 1
+    # five runs (baseline on three splits, no_pos_emb and contrastive on band) with checkpoints at
+    # steps 2 and 4, and the 2-step projection run on band
+    assert len(metrics) == 5 * 2 + 1
     assert sorted(set(metrics["run"])) == [
         "baseline/band/seed0",
         "baseline/bipartite/seed0",
         "baseline/random/seed0",
+        "contrastive/band/seed0",
         "no_pos_emb/band/seed0",
         "wiclp/band/seed0",
     ]
     assert set(metrics["step"]) == {2, 4}
     interventions = metrics.groupby("experiment")["intervention"].unique().map(list).to_dict()
-    assert interventions == {"baseline": ["baseline"], "no_pos_emb": ["baseline"], "wiclp": ["projection-window"]}
+    assert interventions == {
+        "baseline": ["baseline"],
+        "no_pos_emb": ["baseline"],
+        "wiclp": ["projection-window"],
+        "contrastive": ["contrastive-both"],
+    }
+    params = metrics.groupby("experiment")["intervention_params"].first().fillna("").to_dict()
+    assert params["contrastive"] == "fake_to_fake=0.2 fake_to_real=0.2 temperature=0.5" and params["baseline"] == ""
+    assert params["wiclp"].startswith("base=baseline variant=window window=2")
+    encoder = json.loads((results / "vocab/N4_S16/image_encoder/encoder.json").read_text())
+    assert encoder["spec"]["steps"] == 20 and 0 <= encoder["accuracy_noise0.0"] <= 1
     assert metrics["train_accuracy"].between(0, 1).all() and metrics["test_accuracy"].between(0, 1).all()
     assert set(metrics.loc[metrics["experiment"] == "no_pos_emb", "pos_emb"]) == {"none"}
     assert set(metrics["encoder"]) == {"t5-scratch"}
@@ -160,10 +174,12 @@ def test_changed_encoder_reruns_relational_training_and_downstream_but_no_bump_j
         planned = planned_rules(trained)
     finally:
         (trained / "config.yaml").write_text(yaml.safe_dump(TRAINED))
-    # the projection run follows its base (pretraining runs: baseline and no_pos_emb, not the projection)
-    assert planned.get("relational_pretrain") == 2 and planned.get("relational_train") == 5
-    assert planned.get("relational_sample") == 5 and planned.get("relational_evaluate") == 5
-    assert planned.get("relational_metrics") == 1 and planned.get("relational_figure") == 5
+    # the projection run follows its base (pretraining runs: baseline, no_pos_emb and contrastive,
+    # not the projection); the image encoder does not depend on the text encoder
+    assert planned.get("relational_pretrain") == 3 and planned.get("relational_train") == 6
+    assert planned.get("relational_sample") == 6 and planned.get("relational_evaluate") == 6
+    assert planned.get("relational_metrics") == 1 and planned.get("relational_figure") == 6
+    assert "relational_image_encoder" not in planned
     assert not [rule for rule in planned if rule.startswith("bumps_")]
     assert not {"relational_vocabulary", "relational_split", "relational_audit"} & set(planned)
 

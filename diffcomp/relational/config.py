@@ -77,13 +77,42 @@ def experiment_settings(section: dict, name: str) -> dict:
     if "pos_emb" in spec:
         model["pos_emb"] = spec["pos_emb"]
     splits = spec.get("splits") or list(split_specs(section))
-    return {"text_encoder": text_encoder, "model": model, "splits": splits, "projection": None}
+    contrastive = dict(spec["contrastive"]) if "contrastive" in spec else None
+    return {
+        "text_encoder": text_encoder,
+        "model": model,
+        "splits": splits,
+        "projection": None,
+        "contrastive": contrastive,
+    }
+
+
+CONTRASTIVE_TERMS = ("fake_to_fake", "fake_to_real")
 
 
 def intervention_label(settings: dict) -> str:
-    """The metrics table's ``intervention``: baseline, or projection-<variant>."""
-    projection = settings["projection"]
-    return f"projection-{projection['variant']}" if projection else "baseline"
+    """The metrics table's ``intervention``: baseline, projection-<variant> or contrastive-<which>
+    (fake_to_fake, fake_to_real, both, or none when both weights are 0)."""
+    projection, contrastive = settings["projection"], settings.get("contrastive")
+    if projection:
+        return f"projection-{projection['variant']}"
+    if contrastive:
+        used = [term for term in CONTRASTIVE_TERMS if contrastive[term]]
+        return "contrastive-" + (used[0] if len(used) == 1 else {0: "none", 2: "both"}[len(used)])
+    return "baseline"
+
+
+def intervention_parameters(settings: dict) -> str:
+    """The intervention's parameters as "key=value" pairs (the metrics table's ``intervention_params``)."""
+    projection, contrastive = settings["projection"], settings.get("contrastive")
+    if projection:
+        keys = ["base", "variant", "window", "early_steps_above", "steps", "learning_rate", "max_grad_norm"]
+        if projection["variant"] != "window":
+            keys.remove("window")
+        return " ".join(f"{key}={projection[key]}" for key in keys)
+    if contrastive:
+        return " ".join(f"{key}={contrastive[key]}" for key in (*CONTRASTIVE_TERMS, "temperature"))
+    return ""
 
 
 def encoder_label(text_encoder: dict) -> str:
@@ -157,7 +186,11 @@ def run_definition(section: dict, experiment: str, split: str, seed: int) -> dic
     pretrain = (
         pretrain_definition(section, experiment, spec["vocab_size"], seed) if section["pretraining_steps"] else None
     )
-    return {**run, "stage": "pairs", "training": _training_semantics(section), "init": pretrain}
+    run = {**run, "stage": "pairs", "training": _training_semantics(section), "init": pretrain}
+    if settings["contrastive"]:
+        run["contrastive"] = settings["contrastive"]
+        run["image_encoder"] = dict(section["image_encoder"])
+    return run
 
 
 def check_projection_experiment(section: dict, spec: dict, where: str, earlier: dict) -> None:
@@ -168,7 +201,7 @@ def check_projection_experiment(section: dict, spec: dict, where: str, earlier: 
         raise ConfigError(f"{where}.projection.base: {base!r} is not an experiment listed before {spec['name']!r}")
     if "projection" in by_name[base]:
         raise ConfigError(f"{where}.projection.base: {base!r} is itself a projection; fine-tune an ordinary experiment")
-    overridden = [key for key in ("text_encoder", "text_encoder_trainable", "pos_emb") if key in spec]
+    overridden = [key for key in ("text_encoder", "text_encoder_trainable", "pos_emb", "contrastive") if key in spec]
     if overridden:
         raise ConfigError(f"{where}: a projection experiment uses its base's model and encoder; drop {overridden}")
     base_splits = experiment_settings(section, base)["splits"]

@@ -51,7 +51,18 @@ FAILURE_KINDS = ("swapped", "one_wrong", "both_wrong")
 SPLITS = ("train", "test")
 
 # Run description columns, in order; evaluate_run's ``info`` supplies them.
-INFO_COLUMNS = ["run", "experiment", "split", "family", "vocab_size", "encoder", "pos_emb", "seed", "intervention"]
+INFO_COLUMNS = [
+    "run",
+    "experiment",
+    "split",
+    "family",
+    "vocab_size",
+    "encoder",
+    "pos_emb",
+    "seed",
+    "intervention",
+    "intervention_params",
+]
 # Flattened audit key -> metrics column (n_triples is left out: the audit table has it).
 AUDIT_COLUMNS = {key: key.replace(".", "_") for key in FLAT_KEYS if key != "n_triples"}
 

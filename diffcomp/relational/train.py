@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler
+from diffcomp.relational.contrastive import ContrastiveLosses, caption_partners, load_image_encoder
 from diffcomp.relational.data import triples_from_frame
 from diffcomp.relational.icons import load_icons
 from diffcomp.relational.model import RelationalDenoiser
@@ -121,10 +122,12 @@ def train_relational_run(
     *,
     train_csv=None,
     init_dir=None,
+    image_encoder_dir=None,
     stop_after_step: int | None = None,
 ) -> dict:
     """Train a pair run (``train_csv``, optionally from ``init_dir``'s final weights), a projection run
-    (from ``init_dir``, the base run) or a pretraining run.
+    (from ``init_dir``, the base run) or a pretraining run. A run with contrastive losses needs
+    ``image_encoder_dir`` (diffcomp.relational.contrastive.train_image_encoder's output).
 
     ``run`` is diffcomp.relational.config's run_definition / pretrain_definition; ``runtime`` the
     training keys in RUNTIME_KEYS. Returns the summary written to train.json.
@@ -146,6 +149,19 @@ def train_relational_run(
         captions = triple_captions(triples, names)
         name = run["split"]["name"]
     init = read_snapshots(init_dir)[-1][1] if init_dir is not None else None
+    contrastive = run.get("contrastive")
+    if contrastive and image_encoder_dir is None:
+        raise ValueError(f"{name}: a run with contrastive losses needs the trained image encoder (image_encoder_dir)")
+    image_encoder = (
+        load_image_encoder(image_encoder_dir, icon_size, len(names), run["image_encoder"]) if contrastive else None
+    )
+    summary = {"stage": run["stage"], "run": name, "captions": len(set(captions))}
+    if contrastive:
+        partner, pair_key = caption_partners(triples, len(names))
+        # triples whose other caption is also trained: the ones fake-to-fake can use
+        summary["triples_with_both_captions"] = int((partner >= 0).sum())
+        if contrastive["fake_to_fake"] and (partner < 0).all():
+            log.warning("%s: no training triple has its other caption in the split; fake-to-fake is 0", name)
 
     def build(device: torch.device) -> TrainingTask:
         model, encoder = build_model(run, names, device, init=init)
@@ -168,16 +184,32 @@ def train_relational_run(
 
         epsilon_loss = EpsilonLoss(ddpm_scheduler(run["diffusion"]), training["snr_gamma"], device)
 
+        auxiliary = None
+        if contrastive:
+            auxiliary = ContrastiveLosses(
+                contrastive,
+                image_encoder.to(device),
+                torch.from_numpy(partner).to(device),
+                torch.from_numpy(pair_key).to(device),
+            )
+
         def loss(forward, batch, generator):
             clean, index = batch
-            return epsilon_loss(forward, clean, conditioner(index), generator)
+            if auxiliary is None or not auxiliary.active:  # weights 0: exactly the baseline's loss
+                return epsilon_loss(forward, clean, conditioner(index), generator)
+            noisy, noise, timesteps = epsilon_loss.noised(clean, generator)
+            predicted = forward(noisy, timesteps, conditioner(index))
+            terms = auxiliary(
+                forward, conditioner, clean, index, noisy, timesteps, predicted, epsilon_loss.clean_estimate
+            )
+            return epsilon_loss.regression(predicted, noise, timesteps) + auxiliary.weighted(terms)
 
         return TrainingTask(
             name=name,
             model=model,
             next_batch=next_batch,
             loss=loss,
-            summary={"stage": run["stage"], "run": name, "captions": len(set(captions))},
+            summary=summary,
             max_grad_norm=(run.get("projection") or {}).get("max_grad_norm"),
         )
 
