@@ -1,9 +1,15 @@
 """Benchmarks of the bump study, each comparison measured within one run (the machines are shared).
 
-    python bench/bench_bumps.py [--config config.yaml] [--steps 100] [--figure-set] [--json OUT]
+    python bench/bench_bumps.py [--config config.yaml] [--steps 100] [--packed K] [--figure-set] [--json OUT]
 
 1. Training throughput: the pipeline's train_run vs a bare PyTorch loop (same model, batch,
-   optimiser, loss), interleaved in rounds so load changes hit both alike.
+   optimiser, loss, and the config's precision, compile mode, tf32, fused_optimizer and
+   channels_last, listed under training.settings), interleaved in rounds so load changes hit both
+   alike. Both include the lazy torch.compile of the first step when compile is on.
+1b. (--packed K) K independent same-shaped models trained in one process, one step of each in
+   turn, vs one model alone (both bare loops, interleaved): aggregate steps/s = K * steps / time;
+   and the sampling time of one checkpoint (load the weights, sample the configured number of
+   labels with the configured sampler), per model and for all K.
 2. Sampling: DDIM-k vs the full DDPM chain for the same model and labels.
 3. Label prediction (Algorithm 1) throughput, images/s.
 4. Evaluation per checkpoint: the first UMAP fit in a fresh process (numba compile or cache)
@@ -38,53 +44,94 @@ from diffcomp.bumps.model import BumpDenoiser, noise_scheduler, render_torch, sa
 from diffcomp.bumps.sample import generate  # noqa: E402
 from diffcomp.bumps.train import RUNTIME_KEYS, resolve_device, semantic_config, train_run  # noqa: E402
 from diffcomp.config import load_config  # noqa: E402
+from diffcomp.diffusion import inference_steps  # noqa: E402
 from diffcomp.io import write_csv  # noqa: E402
+from diffcomp.training import (  # noqa: E402
+    apply_tf32,
+    compile_options,
+    gpu_settings,
+    make_optimizer,
+    uses_cuda_graphs,
+)
 
 
-def bare_loop_seconds(section: dict, labels: np.ndarray, steps: int, device: torch.device) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_settings(training: dict, device: torch.device) -> dict:
+    """The speed-relevant training settings as the trainer applies them on ``device``."""
+    options = compile_options(training, device)
+    return {
+        "precision": training["precision"],
+        "compile": options["mode"] if options is not None else "none",
+        **gpu_settings(training, device),
+    }
+
+
+class BareTrainer:
     """The minimal training loop doing the same arithmetic as the pipeline: render, noise, predict
-    (same precision and compile setting), (Min-SNR-weighted) MSE, AdamW, EMA when configured; no
-    logging, checkpoints, schedules or resumable RNG streams. Seconds for ``steps`` steps."""
-    torch.manual_seed(0)
-    model = BumpDenoiser.from_config(section).to(device)
-    scheduler = noise_scheduler(section)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=section["training"]["learning_rate"])
-    train_labels = torch.from_numpy(labels).to(device)
-    sigma = tuple(np.broadcast_to(section["bench_sigma"], 2).tolist())
-    batch = section["training"]["batch_size"]
-    alphas = scheduler.alphas_cumprod.to(device)
-    gamma = section["training"]["snr_gamma"]
-    ema = (
-        EMAModel(model.parameters(), decay=section["training"]["ema_decay"])
-        if section["training"]["ema_decay"]
-        else None
-    )
-    # like with like: the pipeline's precision and compile setting
-    forward = torch.compile(model) if section["training"]["compile"] else model
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=section["training"]["precision"] == "bf16")
-    start = time.perf_counter()
-    for _ in range(steps):
-        y = train_labels[torch.randint(len(train_labels), (batch,), device=device)]
-        clean = render_torch(y, section["image_size"], sigma) * 2 - 1
+    (same precision, compile mode, TF32, fused AdamW and channels-last setting, applied by the
+    trainer's own functions), (Min-SNR-weighted) MSE, AdamW, EMA when configured; no logging,
+    checkpoints, schedules or resumable RNG streams."""
+
+    def __init__(self, section: dict, labels: np.ndarray, device: torch.device, seed: int = 0):
+        training = section["training"]
+        self.section, self.device = section, device
+        settings = gpu_settings(training, device)
+        apply_tf32(settings["tf32"])
+        torch.manual_seed(seed)
+        self.model = BumpDenoiser.from_config(section).to(device)
+        if settings["channels_last"]:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model.parameters(), training, settings)
+        self.train_labels = torch.from_numpy(np.array(labels)).to(device)  # a writable copy
+        self.sigma = tuple(np.broadcast_to(section["bench_sigma"], 2).tolist())
+        self.alphas = noise_scheduler(section).alphas_cumprod.to(device)
+        self.gamma = training["snr_gamma"]
+        self.ema = EMAModel(self.model.parameters(), decay=training["ema_decay"]) if training["ema_decay"] else None
+        options = compile_options(training, device)
+        self.forward = torch.compile(self.model, **options) if options is not None else self.model
+        self.cuda_graphs = uses_cuda_graphs(options)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=training["precision"] == "bf16")
+        self.loss = None
+
+    def step(self) -> None:
+        device, batch = self.device, self.section["training"]["batch_size"]
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        y = self.train_labels[torch.randint(len(self.train_labels), (batch,), device=device)]
+        clean = render_torch(y, self.section["image_size"], self.sigma) * 2 - 1
         noise = torch.randn_like(clean)
-        t = torch.randint(len(alphas), (batch,), device=device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        with autocast:
-            predicted = forward(a.sqrt() * clean + (1 - a).sqrt() * noise, t, y).float()
-        if gamma is None:
+        t = torch.randint(len(self.alphas), (batch,), device=device)
+        a = self.alphas[t].view(-1, 1, 1, 1)
+        with self.autocast:
+            predicted = self.forward(a.sqrt() * clean + (1 - a).sqrt() * noise, t, y).float()
+        if self.gamma is None:
             loss = F.mse_loss(predicted, noise)
         else:
             snr = a.flatten() / (1 - a.flatten())
             per_sample = F.mse_loss(predicted, noise, reduction="none").mean(dim=(1, 2, 3))
-            loss = (per_sample * torch.clamp(snr, max=gamma) / snr).mean()
-        optimizer.zero_grad(set_to_none=True)
+            loss = (per_sample * torch.clamp(snr, max=self.gamma) / snr).mean()
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        if ema is not None:
-            ema.step(model.parameters())
-    loss.item()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.step(self.model.parameters())
+        self.loss = loss.detach()
+
+
+def bare_loop_seconds(trainers: list[BareTrainer], steps: int, device: torch.device) -> float:
+    """Seconds for ``steps`` rounds of one step of each trainer (set-up excluded, lazy compile included)."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        for trainer in trainers:
+            trainer.step()
+    for trainer in trainers:
+        trainer.loss.item()
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -106,15 +153,82 @@ def bench_training(section, spec, steps, rounds, tmp: Path) -> dict:
         runtime = {k: run_section["training"][k] for k in RUNTIME_KEYS}
         summary = train_run(run, runtime, tmp / "labels.csv", tmp / f"round{r}" / "train")
         pipeline.append(summary["seconds_this_job"])
-        bare.append(bare_loop_seconds(section, labels, steps, device))
+        bare.append(bare_loop_seconds([BareTrainer(section, labels, device)], steps, device))
     p, b = float(np.median(pipeline)), float(np.median(bare))
     return {
         "device": str(device),
+        "settings": training_settings(section["training"], device),
         "steps": steps,
+        "rounds": rounds,
         "pipeline_steps_per_s": steps / p,
         "bare_steps_per_s": steps / b,
         "pipeline_vs_bare": b / p,
     }
+
+
+def bench_packed(section, spec, steps: int, rounds: int, k: int) -> dict:
+    """K same-shaped models stepped in turn in one process vs one model alone (bare loops, alternating
+    rounds, fresh models each round); then one checkpoint's sampling for each of the K models."""
+    device = resolve_device(section["training"]["device"])
+    torch.set_num_threads(section["training"]["threads"])
+    dataset = BumpDataset.from_config(spec, section["image_size"])
+    table = dataset.labels()
+    labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
+    section = {**section, "bench_sigma": list(dataset.sigma)}
+    single, packed = [], []
+    for r in range(rounds):
+        jobs = [
+            lambda: single.append(bare_loop_seconds([BareTrainer(section, labels, device)], steps, device)),
+            lambda: packed.append(
+                bare_loop_seconds([BareTrainer(section, labels, device, seed=i) for i in range(k)], steps, device)
+            ),
+        ]
+        for job in jobs if r % 2 == 0 else jobs[::-1]:
+            job()
+    one, many = float(np.median(single)), float(np.median(packed))
+    out = {
+        "device": str(device),
+        "settings": training_settings(section["training"], device),
+        "models": k,
+        "steps": steps,
+        "rounds": rounds,
+        "one_model_steps_per_s": steps / one,
+        "packed_aggregate_steps_per_s": k * steps / many,
+        "packed_over_one": (k * steps / many) / (steps / one),
+    }
+
+    # One checkpoint's sampling per model, as the sampling job does it: load the weights into an
+    # eager model, then sample num_samples + num_samples_ood labels with the configured sampler.
+    sampling = section["sampling"]
+    n = sampling["num_samples"] + (sampling["num_samples_ood"] if len(table.split.unique()) > 1 else 0)
+    sample_labels = np.random.default_rng(0).uniform(0, section["image_size"], (n, 2)).astype(np.float32)
+    sampler = BumpDenoiser.from_config(section).to(device)
+    hidden = sampler.hidden_module(section["model"]["hidden_layer"])
+    weights = [BareTrainer(section, labels, device, seed=i).model.state_dict() for i in range(k)]
+    synchronize(device)
+    start = time.perf_counter()
+    for state in weights:
+        sampler.load_state_dict(state)
+        generate(
+            sampler,
+            sampling_scheduler(section["diffusion"], sampling["sampler"]),
+            sample_labels,
+            num_inference_steps=inference_steps(section["diffusion"], sampling),
+            batch_size=sampling["batch_size"],
+            seed=0,
+            hidden=hidden,
+            activation_step=sampling["activation_step"],
+            device=device,
+        )
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    out.update(
+        samples_per_checkpoint=n,
+        sampler=f"{sampling['sampler']}-{inference_steps(section['diffusion'], sampling)}",
+        sample_seconds_per_checkpoint_per_model=seconds / k,
+        sample_seconds_per_checkpoint_all_models=seconds,
+    )
+    return out
 
 
 def bench_sampling(section, n: int, ddim_steps: int) -> dict:
@@ -211,6 +325,12 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument(
+        "--packed",
+        type=int,
+        metavar="K",
+        help="also train K same-shaped models in one process, one step each in turn, and time their sampling",
+    )
     parser.add_argument("--figure-set", action="store_true", help="also time the whole quick figure set")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -221,6 +341,8 @@ def main(argv=None) -> None:
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}", "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         results["training"] = bench_training(section, spec, args.steps, args.rounds, Path(tmp))
+    if args.packed:
+        results["packed"] = bench_packed(section, spec, args.steps, args.rounds, args.packed)
     results["sampling"] = bench_sampling(section, args.samples, section["sampling"]["num_inference_steps"])
     results["prediction"] = bench_prediction(32)
     results["evaluation"] = bench_evaluation(section["sampling"]["num_samples"], 2048)

@@ -58,7 +58,16 @@ from diffcomp.relational.train import (  # noqa: E402
     train_relational_run,
     triple_captions,
 )
-from diffcomp.training import RUNTIME_KEYS, load_snapshot, read_snapshots, resolve_device  # noqa: E402
+from diffcomp.training import (  # noqa: E402
+    RUNTIME_KEYS,
+    apply_tf32,
+    compile_options,
+    gpu_settings,
+    load_snapshot,
+    make_optimizer,
+    read_snapshots,
+    resolve_device,
+)
 
 
 def synchronize(device: torch.device) -> None:
@@ -73,24 +82,30 @@ def bare_loop_seconds(
     triples: np.ndarray,
     steps: int,
     device,
-    compile_model: bool = False,
+    runtime: dict,
 ) -> float:
     """The minimal training loop doing the same arithmetic as the pipeline: stack the icons of a batch
     of training triples, noise, predict, (Min-SNR-weighted) epsilon MSE, AdamW, EMA when configured,
-    bf16 autocast when configured; no LR schedule, logging, checkpoints or resume states.
+    bf16 autocast, the compile mode and the GPU options as configured (the trainer's own helpers);
+    no LR schedule, logging, checkpoints or resume states.
     Seconds for ``steps`` steps (set-up excluded, as the pipeline's seconds_this_job excludes it)."""
-    training = run["training"]
+    training = {**run["training"], **runtime}
+    settings = gpu_settings(training, device)
+    apply_tf32(settings["tf32"])
     torch.manual_seed(run["seed"])
     model, encoder = build_model(run, names, device)
+    if settings["channels_last"]:
+        model.to(memory_format=torch.channels_last)
     conditioner = Conditioner(encoder, triple_captions(triples, names), device)
     icons = torch.from_numpy(icons_np).to(device) * 2.0 - 1.0
     table = torch.from_numpy(triples).to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=training["learning_rate"], weight_decay=training["weight_decay"])
+    optimizer = make_optimizer(parameters, training, settings)
     ema = EMAModel(parameters, decay=training["ema_decay"]) if training["ema_decay"] > 0 else None
     loss_fn = EpsilonLoss(ddpm_scheduler(run["diffusion"]), training["snr_gamma"], device)
     generator = torch.Generator(device=device).manual_seed(run["seed"])
-    compiled = torch.compile(model) if compile_model else model
+    options = compile_options(training, device)
+    compiled = torch.compile(model, **options) if options is not None else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=training["precision"] == "bf16")
     batch = training["batch_size"]
 
@@ -131,9 +146,7 @@ def bench_training(run, runtime, names, icons_np, icons_npz, train_csv, train_tr
             pipeline.append(summary["seconds_this_job"])
 
         def bare_round():
-            bare.append(
-                bare_loop_seconds(run, names, icons_np, train_triples, steps, device, compile_model=runtime["compile"])
-            )
+            bare.append(bare_loop_seconds(run, names, icons_np, train_triples, steps, device, runtime))
 
         for job in (pipeline_round, bare_round) if r % 2 == 0 else (bare_round, pipeline_round):
             job()

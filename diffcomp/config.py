@@ -16,8 +16,20 @@ import yaml
 SECTIONS = ("bumps", "relational")
 
 
-# training keys that change how a job runs but not a single number it produces (left out of a run's fingerprint)
-RUNTIME_KEYS = ("log_every", "device", "compile", "threads", "stop_margin_seconds", "keep_resume_states")
+# training keys that change how a job runs, not what it computes (left out of a run's fingerprint). compile,
+# fused_optimizer and channels_last (the last two only on CUDA) pick other kernels for the same arithmetic:
+# equal up to floating-point rounding, not bit-identical. precision and tf32 change the arithmetic itself
+# and are part of the fingerprint.
+RUNTIME_KEYS = (
+    "log_every",
+    "device",
+    "compile",
+    "threads",
+    "stop_margin_seconds",
+    "keep_resume_states",
+    "fused_optimizer",
+    "channels_last",
+)
 
 
 class ConfigError(ValueError):

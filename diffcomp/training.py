@@ -19,6 +19,13 @@ Layout of one run (``out_dir`` is the run's declared output, e.g. results/bumps/
 A restarted job resumes from the newest state that loads and matches; the result is bit-identical
 to an uninterrupted run on the CPU (tests/test_bumps_train.py and tests/test_relational_train.py
 kill runs and compare).
+
+GPU options (training keys, see diffcomp/schemas/common.schema.yaml): ``compile`` (a torch.compile
+mode), ``tf32``, ``fused_optimizer`` and ``channels_last``. Their defaults reproduce eager float32
+arithmetic with the default AdamW; the last three act only on a CUDA device. Switched on, none of
+them (nor bf16) is bit-identical to the eager float32 default, and a resumed run on a GPU is not
+guaranteed to be bit-identical to an uninterrupted one (kernel choices, autotuning and CUDA graphs
+may differ between processes).
 """
 
 from __future__ import annotations
@@ -80,8 +87,26 @@ class TrainingTask:
     max_grad_norm: float | None = None  # clip the gradient norm of the trained parameters
 
 
+# Semantic training keys added after runs existed: left out of the fingerprint at these values (their
+# "unset" meaning), so existing runs keep their fingerprints and resume states.
+UNSET_TRAINING_KEYS = {"tf32": None}
+
+
+def _canonical(value, in_training: bool = False):
+    if isinstance(value, dict):
+        return {
+            k: _canonical(v, k == "training")
+            for k, v in value.items()
+            if not (in_training and k in UNSET_TRAINING_KEYS and v == UNSET_TRAINING_KEYS[k])
+        }
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
 def fingerprint(semantic: dict) -> str:
-    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:16]
+    """A short hash of everything that determines a run's weights (unset newer keys left out)."""
+    return hashlib.sha256(json.dumps(_canonical(semantic), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,6 +115,111 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"training.device is {name!r} but CUDA is not available on this machine")
     return torch.device(name)
+
+
+# --------------------------------------------------------------------------------------------
+# GPU options: compile mode, TF32, fused AdamW, channels-last weights
+# --------------------------------------------------------------------------------------------
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Modes that capture CUDA graphs, and what each becomes on a device without them.
+_WITHOUT_CUDA_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
+
+
+def compile_mode(value) -> str:
+    """``training.compile`` as a mode name: false/None -> "none", true -> "default", a mode name as is."""
+    if value is None or value is False:
+        return "none"
+    if value is True:
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ValueError(f"training.compile: {value!r} is not one of false, true, {', '.join(COMPILE_MODES)}")
+    return value
+
+
+def compile_options(cfg: dict, device: torch.device) -> dict | None:
+    """Keyword arguments for ``torch.compile`` of the training forward pass, or None for eager.
+
+    CUDA graphs need a CUDA device: elsewhere reduce-overhead becomes default and max-autotune
+    becomes max-autotune-no-cudagraphs, with a warning.
+    """
+    mode = compile_mode(cfg.get("compile", False))
+    if mode == "none":
+        return None
+    if device.type != "cuda" and mode in _WITHOUT_CUDA_GRAPHS:
+        fallback = _WITHOUT_CUDA_GRAPHS[mode]
+        log.warning(
+            "training.compile is %r, which uses CUDA graphs, but the device is %s: compiling with mode %r",
+            mode,
+            device,
+            fallback,
+        )
+        mode = fallback
+    return {"mode": mode}
+
+
+def uses_cuda_graphs(options: dict | None) -> bool:
+    """Whether ``compile_options``' result captures CUDA graphs (it only keeps such modes on CUDA)."""
+    return options is not None and options["mode"] in _WITHOUT_CUDA_GRAPHS
+
+
+def gpu_settings(cfg: dict, device: torch.device) -> dict:
+    """The effective TF32, fused-AdamW and channels-last settings of a job on ``device``.
+
+    They act only on CUDA; elsewhere a requested one is reported (info) and ignored, so a CPU run
+    computes exactly what it computed before these keys existed. ``tf32`` None = leave PyTorch's
+    settings alone.
+    """
+    requested = {
+        "tf32": cfg.get("tf32"),
+        "fused_optimizer": bool(cfg.get("fused_optimizer", False)),
+        "channels_last": bool(cfg.get("channels_last", False)),
+    }
+    if device.type == "cuda":
+        return requested
+    ignored = [k for k, v in requested.items() if v]
+    if ignored:
+        log.info("training.%s: only used on a CUDA device; ignored on %s", ", training.".join(ignored), device)
+    return {"tf32": None, "fused_optimizer": False, "channels_last": False}
+
+
+def apply_tf32(tf32: bool | None) -> None:
+    """Set TF32 for CUDA matmuls and cuDNN convolutions (process-wide); None leaves them as they are.
+
+    The legacy flags are set on purpose: PyTorch mirrors them into the newer fp32_precision API,
+    so code reading either API sees the setting (setting the new API makes reads of the old raise).
+    """
+    if tf32 is None:
+        return
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+def make_optimizer(parameters, cfg: dict, settings: dict) -> torch.optim.AdamW:
+    """AdamW of the trained parameters; the fused CUDA kernel if ``settings`` asks for it."""
+    extra = {"fused": True} if settings["fused_optimizer"] else {}
+    return torch.optim.AdamW(parameters, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"], **extra)
+
+
+_OPTIMIZER_IMPLEMENTATION = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a saved optimiser state but keep this job's implementation (fused/foreach).
+
+    ``Optimizer.load_state_dict`` takes the saved parameter groups' flags too, so a run resumed
+    with another ``fused_optimizer`` setting would silently keep the old one; the ``step`` counters
+    are moved to where the kept implementation expects them (the parameter's device for fused).
+    """
+    keep = [{k: group[k] for k in _OPTIMIZER_IMPLEMENTATION if k in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, flags in zip(optimizer.param_groups, keep, strict=True):
+        group.update(flags)
+        on_device = bool(group.get("fused")) or bool(group.get("capturable"))
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            step = state.get("step")
+            if isinstance(step, torch.Tensor):
+                state["step"] = step.to(p.device if on_device else "cpu", torch.float32)
 
 
 def checkpoint_steps(total: int, every: int) -> list[int]:
@@ -284,11 +414,16 @@ def train(
 
     device = resolve_device(cfg["device"])
     torch.set_num_threads(cfg["threads"])
+    settings = gpu_settings(cfg, device)
+    apply_tf32(settings["tf32"])
+    compile_kwargs = compile_options(cfg, device)
     torch.manual_seed(seed)  # model initialisation
     task = build(device)
     model = task.model
+    if settings["channels_last"]:
+        model.to(memory_format=torch.channels_last)  # in place: the parameters stay the same objects
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+    optimizer = make_optimizer(parameters, cfg, settings)
     lr_schedule = get_scheduler(
         cfg["lr_schedule"], optimizer, num_warmup_steps=cfg["warmup_steps"], num_training_steps=cfg["steps"]
     )
@@ -302,7 +437,7 @@ def train(
     state = load_latest_state(paths.state_dir, run_fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
@@ -341,7 +476,8 @@ def train(
         ema.restore(parameters)
         return weights
 
-    compiled = torch.compile(model) if cfg["compile"] else model
+    compiled = torch.compile(model, **compile_kwargs) if compile_kwargs is not None else model
+    cuda_graphs = uses_cuda_graphs(compile_kwargs)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
 
     def forward(*args):
@@ -356,6 +492,8 @@ def train(
         total=cfg["steps"], initial=step, desc=f"train {task.name}", mininterval=10, ascii=True, unit="step"
     )
     while step < cfg["steps"]:
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
         batch = task.next_batch(data_rng)
         loss = task.loss(forward, batch, noise_rng)
         optimizer.zero_grad(set_to_none=True)
@@ -405,6 +543,9 @@ def train(
         "steps": cfg["steps"],
         "snapshot_steps": snapshot_steps,
         "device": str(device),
+        "precision": cfg["precision"],
+        "compile": compile_kwargs["mode"] if compile_kwargs is not None else "none",
+        **settings,
         "steps_this_job": step - start_step,
         "seconds_this_job": elapsed,
         "steps_per_second": (step - start_step) / elapsed if elapsed > 0 else None,
