@@ -659,6 +659,18 @@ def interventions_figure(metrics, baseline: str) -> Figure:
                 lw=1.3,
                 gid=f"curve:{experiment}:{split}",
             )
+            base_rows = table[(table["experiment"] == baseline) & (table["split"] == split)]
+            if interventions.get(experiment, "").startswith("projection-") and not base_rows.empty:
+                # continue from the base run's last point, which the projection starts from
+                base = aggregate_seeds(base_rows, ["plot_step"], ["test_accuracy"], how="mean").iloc[-1]
+                ax_curve.plot(
+                    [base["plot_step"], steps[0]],
+                    [base["test_accuracy"], curve["test_accuracy"].iloc[0]],
+                    color=colours[experiment],
+                    linestyle=(0, (2, 2)),
+                    lw=1.0,
+                    gid=f"link:{experiment}:{split}",
+                )
             if (curve["test_accuracy_n"] >= 2).any():
                 ax_curve.fill_between(
                     steps,
