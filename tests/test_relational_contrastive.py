@@ -210,7 +210,7 @@ def test_intervention_labels_and_parameters():
     }
     params = intervention_parameters(experiment_settings(section, "f2f"))
     assert params == "fake_to_fake=0.2 fake_to_real=0.0 temperature=0.5"  # the schema's defaults
-    assert intervention_parameters(experiment_settings(section, "baseline")) == ""
+    assert intervention_parameters(experiment_settings(section, "baseline")) == "none"
     assert "variant=window window=2" in intervention_parameters(experiment_settings(section, "wiclp"))
     assert "image_encoder" in run_definition(section, "f2f", "band", 0)
     assert "image_encoder" not in run_definition(section, "baseline", "band", 0)

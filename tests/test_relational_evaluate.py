@@ -165,7 +165,7 @@ INFO = {
     "pos_emb": "none",
     "seed": 0,
     "intervention": "baseline",
-    "intervention_params": "",
+    "intervention_params": "none",
 }
 
 

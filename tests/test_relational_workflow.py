@@ -143,8 +143,8 @@ def test_trained_study_writes_metrics_and_every_figure(trained):
         "wiclp": ["projection-window"],
         "contrastive": ["contrastive-both"],
     }
-    params = metrics.groupby("experiment")["intervention_params"].first().fillna("").to_dict()
-    assert params["contrastive"] == "fake_to_fake=0.2 fake_to_real=0.2 temperature=0.5" and params["baseline"] == ""
+    params = metrics.groupby("experiment")["intervention_params"].first().to_dict()
+    assert params["contrastive"] == "fake_to_fake=0.2 fake_to_real=0.2 temperature=0.5" and params["baseline"] == "none"
     assert params["wiclp"].startswith("base=baseline variant=window window=2")
     encoder = json.loads((results / "vocab/N4_S16/image_encoder/encoder.json").read_text())
     assert encoder["spec"]["steps"] == 20 and 0 <= encoder["accuracy_noise0.0"] <= 1

@@ -103,7 +103,8 @@ def intervention_label(settings: dict) -> str:
 
 
 def intervention_parameters(settings: dict) -> str:
-    """The intervention's parameters as "key=value" pairs (the metrics table's ``intervention_params``)."""
+    """The intervention's parameters as "key=value" pairs (the metrics table's ``intervention_params``;
+    "none" for no intervention, so the cell is never empty, i.e. missing, in the CSV)."""
     projection, contrastive = settings["projection"], settings.get("contrastive")
     if projection:
         keys = ["base", "variant", "window", "early_steps_above", "steps", "learning_rate", "max_grad_norm"]
@@ -112,7 +113,7 @@ def intervention_parameters(settings: dict) -> str:
         return " ".join(f"{key}={projection[key]}" for key in keys)
     if contrastive:
         return " ".join(f"{key}={contrastive[key]}" for key in (*CONTRASTIVE_TERMS, "temperature"))
-    return ""
+    return "none"
 
 
 def encoder_label(text_encoder: dict) -> str:
