@@ -13,10 +13,13 @@ made in a temporary folder (no Snakemake):
    steps/s over the rounds. A short run checkpoints once per ``--steps`` steps, a real one once per
    ``checkpoint_every``: the fixed cost of that checkpoint weighs more here than in a real run. A
    configured pretraining stage is not run: both loops start from a fresh initialisation.
-2. Text encoder: captions/s of the configured encoder (frozen) over all 2N(N-1) captions of the
+2. Contrastive losses: the image encoder's training time, and the pipeline's steps/s of the
+   baseline against the same run with the fake-to-real and with the fake-to-fake loss (weight
+   0.2), in alternating order over the rounds.
+3. Text encoder: captions/s of the configured encoder (frozen) over all 2N(N-1) captions of the
    split's vocabulary, first call (encoded) vs second call (per-caption cache); and for N = 30.
-3. Evaluation: predict_nouns (template matching) images/s on noisy ground-truth pair renders.
-4. Sampling per checkpoint: generating sampling.num_train + num_test samples with the configured
+4. Evaluation: predict_nouns (template matching) images/s on noisy ground-truth pair renders.
+5. Sampling per checkpoint: generating sampling.num_train + num_test samples with the configured
    sampler and step count (the first call and a second one), and the pipeline's
    sample_relational_run on the trained one-checkpoint run (model build, encoding, generation, npz).
 """
@@ -44,6 +47,7 @@ from diffcomp.config import load_config  # noqa: E402
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler  # noqa: E402
 from diffcomp.io import write_csv  # noqa: E402
 from diffcomp.relational.config import experiment_names, experiment_settings, run_definition, split_specs  # noqa: E402
+from diffcomp.relational.contrastive import train_image_encoder  # noqa: E402
 from diffcomp.relational.data import triples_frame  # noqa: E402
 from diffcomp.relational.evaluate import predict_nouns  # noqa: E402
 from diffcomp.relational.icons import load_icons, nouns, pair_images, render_icons, save_icons  # noqa: E402
@@ -168,6 +172,43 @@ def bench_training(run, runtime, names, icons_np, icons_npz, train_csv, train_tr
     }, out_dir
 
 
+def bench_contrastive(section, split, runtime, icons_np, icons_npz, train_csv, steps, rounds, tmp: Path) -> dict:
+    """Pipeline steps/s of the baseline against the same run with each contrastive loss (weight 0.2),
+    in alternating order over ``rounds``; the image encoder is trained first (its seconds reported)."""
+    encoder_dir = tmp / "image_encoder"
+    start = time.perf_counter()
+    summary = train_image_encoder(icons_np, section["image_encoder"], encoder_dir, threads=runtime["threads"])
+    encoder_seconds = time.perf_counter() - start
+    experiment = experiment_names(section)[0]
+    base = run_definition(section, experiment, split, seed=section["seeds"][0])
+    base["training"].update(steps=steps, checkpoint_every=steps)
+    variants = {
+        "baseline": None,
+        "fake_to_real": {"fake_to_fake": 0.0, "fake_to_real": 0.2, "temperature": 0.5},
+        "fake_to_fake": {"fake_to_fake": 0.2, "fake_to_real": 0.0, "temperature": 0.5},
+    }
+    seconds = {name: [] for name in variants}
+    for r in range(rounds):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in order:
+            run = copy.deepcopy(base)
+            if variants[name]:
+                run.update(contrastive=variants[name], image_encoder=dict(section["image_encoder"]))
+            out = tmp / "contrastive" / f"{name}{r}" / "train"
+            summary_run = train_relational_run(
+                run, runtime, icons_npz, out, train_csv=train_csv, image_encoder_dir=encoder_dir
+            )
+            seconds[name].append(summary_run["seconds_this_job"])
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    return {
+        "image_encoder_seconds": encoder_seconds,
+        "image_encoder_steps": section["image_encoder"]["steps"],
+        "image_encoder_accuracy": summary["accuracy_noise0.0"],
+        **{f"{name}_steps_per_s": steps / median[name] for name in variants},
+        **{f"{name}_vs_baseline": median["baseline"] / median[name] for name in variants if name != "baseline"},
+    }
+
+
 def encode_rate(run: dict, names: list[str], device: torch.device) -> dict:
     """Captions/s of the frozen encoder over every two-object caption of ``names``: uncached, then cached."""
     spec = {**run["text_encoder"], "trainable": False}
@@ -283,6 +324,19 @@ def print_table(results: dict) -> None:
         ("  pipeline (train_relational_run)", f"{t['pipeline_steps_per_s']:10.2f} steps/s"),
         ("  bare PyTorch loop", f"{t['bare_steps_per_s']:10.2f} steps/s"),
         ("  pipeline / bare", f"{t['pipeline_vs_bare']:10.3f}"),
+    ]
+    c = results["contrastive"]
+    rows += [
+        (
+            f"contrastive image encoder ({c['image_encoder_steps']} steps, both nouns right "
+            f"{c['image_encoder_accuracy']:.2f})",
+            f"{c['image_encoder_seconds']:10.2f} s",
+        ),
+        ("  baseline (pipeline)", f"{c['baseline_steps_per_s']:10.2f} steps/s"),
+        ("  + fake-to-real loss", f"{c['fake_to_real_steps_per_s']:10.2f} steps/s"),
+        ("  + fake-to-fake loss", f"{c['fake_to_fake_steps_per_s']:10.2f} steps/s"),
+        ("  fake-to-real / baseline time", f"{1 / c['fake_to_real_vs_baseline']:10.3f}"),
+        ("  fake-to-fake / baseline time", f"{1 / c['fake_to_fake_vs_baseline']:10.3f}"),
         (f"text encoder ({x['encoder']}, frozen)", ""),
     ]
     for key, e in x.items():
@@ -368,6 +422,9 @@ def main(argv=None) -> None:
         icons, _ = load_icons(icons_npz)  # the uint8-rounded icons the pipeline trains on
         results["training"], train_dir = bench_training(
             run, runtime, names, icons, icons_npz, train_csv, train_triples, args.steps, args.rounds, tmp
+        )
+        results["contrastive"] = bench_contrastive(
+            section, split, runtime, icons, icons_npz, train_csv, args.steps, args.rounds, tmp
         )
         results["text_encoder"] = bench_text(run, names, device, args.scale_vocab)
         results["prediction"] = bench_prediction(icons, args.eval_images)
