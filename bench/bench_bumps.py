@@ -7,9 +7,11 @@
    channels_last, listed under training.settings), interleaved in rounds so load changes hit both
    alike. Both include the lazy torch.compile of the first step when compile is on.
 1b. (--packed K) K independent same-shaped models trained in one process, one step of each in
-   turn, vs one model alone (both bare loops, interleaved): aggregate steps/s = K * steps / time;
-   and the sampling time of one checkpoint (load the weights, sample the configured number of
-   labels with the configured sampler), per model and for all K.
+   turn, and the same K models stacked into one vmapped module (diffcomp.packing: one batched
+   forward, backward, AdamW and EMA step for all K), vs one model alone (bare loops, interleaved):
+   aggregate steps/s = K * steps / time; and the sampling time of one checkpoint (load the
+   weights, sample the configured number of labels with the configured sampler), per model and
+   for all K.
 2. Sampling: DDIM-k vs the full DDPM chain for the same model and labels.
 3. Label prediction (Algorithm 1) throughput, images/s.
 4. Evaluation per checkpoint: the first UMAP fit in a fresh process (numba compile or cache)
@@ -46,6 +48,7 @@ from diffcomp.bumps.train import RUNTIME_KEYS, resolve_device, semantic_config, 
 from diffcomp.config import load_config  # noqa: E402
 from diffcomp.diffusion import inference_steps  # noqa: E402
 from diffcomp.io import write_csv  # noqa: E402
+from diffcomp.packing import StackedModels  # noqa: E402
 from diffcomp.training import (  # noqa: E402
     apply_tf32,
     compile_options,
@@ -122,6 +125,55 @@ class BareTrainer:
         self.loss = loss.detach()
 
 
+class StackedTrainer(BareTrainer):
+    """K bump models of one shape trained as one stacked, vmapped module (diffcomp.packing): one
+    optimiser and one EMA over the stacked parameters, each model with its own batch; the same
+    per-model arithmetic as K BareTrainers."""
+
+    def __init__(self, section: dict, labels: np.ndarray, device: torch.device, k: int):
+        super().__init__(section, labels, device, seed=0)
+        training = section["training"]
+        settings = gpu_settings(training, device)
+        models = []
+        for seed in range(k):
+            torch.manual_seed(seed)
+            models.append(BumpDenoiser.from_config(section).to(device))
+        self.k = k
+        self.model = StackedModels(models).to(device)
+        if settings["channels_last"]:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model.parameters(), training, settings)
+        self.ema = EMAModel(self.model.parameters(), decay=training["ema_decay"]) if training["ema_decay"] else None
+        options = compile_options(training, device)
+        self.forward = torch.compile(self.model, **options) if options is not None else self.model
+
+    def step(self) -> None:
+        device, batch, k = self.device, self.section["training"]["batch_size"], self.k
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        y = self.train_labels[torch.randint(len(self.train_labels), (k * batch,), device=device)]
+        clean = render_torch(y, self.section["image_size"], self.sigma) * 2 - 1
+        noise = torch.randn_like(clean)
+        t = torch.randint(len(self.alphas), (k * batch,), device=device)
+        a = self.alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
+        with self.autocast:
+            predicted = self.forward(
+                noisy.view(k, batch, *noisy.shape[1:]), t.view(k, batch), y.view(k, batch, 2)
+            ).float()
+        per_sample = F.mse_loss(predicted.flatten(0, 1), noise, reduction="none").mean(dim=(1, 2, 3))
+        if self.gamma is not None:
+            snr = a.flatten() / (1 - a.flatten())
+            per_sample = per_sample * torch.clamp(snr, max=self.gamma) / snr
+        loss = per_sample.view(k, batch).mean(dim=1).sum()  # each model's mean loss; disjoint gradients
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.step(self.model.parameters())
+        self.loss = loss.detach()
+
+
 def bare_loop_seconds(trainers: list[BareTrainer], steps: int, device: torch.device) -> float:
     """Seconds for ``steps`` rounds of one step of each trainer (set-up excluded, lazy compile included)."""
     synchronize(device)
@@ -175,17 +227,18 @@ def bench_packed(section, spec, steps: int, rounds: int, k: int) -> dict:
     table = dataset.labels()
     labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
     section = {**section, "bench_sigma": list(dataset.sigma)}
-    single, packed = [], []
+    single, packed, stacked = [], [], []
     for r in range(rounds):
         jobs = [
             lambda: single.append(bare_loop_seconds([BareTrainer(section, labels, device)], steps, device)),
             lambda: packed.append(
                 bare_loop_seconds([BareTrainer(section, labels, device, seed=i) for i in range(k)], steps, device)
             ),
+            lambda: stacked.append(bare_loop_seconds([StackedTrainer(section, labels, device, k)], steps, device)),
         ]
         for job in jobs if r % 2 == 0 else jobs[::-1]:
             job()
-    one, many = float(np.median(single)), float(np.median(packed))
+    one, many, vmapped = float(np.median(single)), float(np.median(packed)), float(np.median(stacked))
     out = {
         "device": str(device),
         "settings": training_settings(section["training"], device),
@@ -195,6 +248,8 @@ def bench_packed(section, spec, steps: int, rounds: int, k: int) -> dict:
         "one_model_steps_per_s": steps / one,
         "packed_aggregate_steps_per_s": k * steps / many,
         "packed_over_one": (k * steps / many) / (steps / one),
+        "stacked_aggregate_steps_per_s": k * steps / vmapped,
+        "stacked_over_one": (k * steps / vmapped) / (steps / one),
     }
 
     # One checkpoint's sampling per model, as the sampling job does it: load the weights into an

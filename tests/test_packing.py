@@ -1,0 +1,112 @@
+"""Stacked models (diffcomp.packing): K models as one vmapped module compute what the K models compute."""
+
+import pytest
+import torch
+from conftest import TINY_MODEL, TINY_RELATIONAL_MODEL
+from torch import nn
+
+from diffcomp.bumps.model import BumpDenoiser
+from diffcomp.config import validate_config
+from diffcomp.packing import StackedModels, VmapGroupNorm
+from diffcomp.relational.model import RelationalDenoiser
+
+K, B = 3, 4
+
+
+def bump_models(k=K, **model):
+    section = validate_config(
+        {"bumps": {"image_size": 8, "grid": {"increments": [1.0], "sigmas": [1.0]}, "model": {**TINY_MODEL, **model}}}
+    )["bumps"]
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        models.append(BumpDenoiser.from_config(section))
+    return models
+
+
+def bump_inputs(k=K):
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(k, B, 1, 8, 8, generator=generator)
+    t = torch.randint(100, (k, B), generator=generator)
+    y = torch.rand(k, B, 2, generator=generator) * 8
+    return x, t, y
+
+
+def test_vmap_group_norm_is_group_norm_exactly():
+    norm = nn.GroupNorm(4, 16)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    swapped = VmapGroupNorm(4, 16)
+    swapped.load_state_dict(norm.state_dict())
+    x = torch.randn(5, 16, 6, 6)
+    assert torch.equal(norm(x), swapped(x))
+
+
+def test_stacked_forward_and_gradients_match_the_separate_models():
+    models = bump_models()
+    reference = models
+    x, t, y = bump_inputs()
+    expected = torch.stack([m(x[k], t[k], y[k]) for k, m in enumerate(reference)])
+    expected.pow(2).mean(dim=(1, 2, 3, 4)).sum().backward()
+    stacked = StackedModels(bump_models())  # the same seeds: the same initial weights
+    got = stacked(x, t, y)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    got.pow(2).mean(dim=(1, 2, 3, 4)).sum().backward()
+    for name, parameter in stacked.named_parameters():
+        original = name.replace("__", ".")
+        for k, model in enumerate(reference):
+            torch.testing.assert_close(parameter.grad[k], model.get_parameter(original).grad, rtol=1e-4, atol=1e-6)
+
+
+def test_one_stacked_adamw_is_k_separate_adamws():
+    """AdamW is elementwise: given the same gradients, one optimiser over the stacked parameters
+    makes each model's update exactly (the gradients themselves agree to rounding, tested above)."""
+    models = bump_models()
+    stacked = StackedModels(bump_models())
+    x, t, y = bump_inputs()
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.01) for m in models]
+    optimizer = torch.optim.AdamW(stacked.parameters(), lr=1e-2, weight_decay=0.01)
+    for _ in range(3):
+        for k, (model, single) in enumerate(zip(models, optimizers, strict=True)):
+            single.zero_grad()
+            model(x[k], t[k], y[k]).pow(2).mean().backward()
+            single.step()
+        for name, parameter in stacked.named_parameters():
+            original = name.replace("__", ".")
+            parameter.grad = torch.stack([m.get_parameter(original).grad for m in models])
+        optimizer.step()
+    for k, model in enumerate(models):
+        for name, value in stacked.model_state_dict(k).items():
+            assert torch.equal(value, model.state_dict()[name]), name
+
+
+def test_model_state_dict_loads_into_a_single_model_exactly():
+    stacked = StackedModels(bump_models())
+    for k, original in enumerate(bump_models()):
+        single = bump_models(1)[0]
+        single.load_state_dict(stacked.model_state_dict(k))
+        for name, value in original.state_dict().items():
+            assert torch.equal(single.state_dict()[name], value), name
+    with pytest.raises(IndexError):
+        stacked.model_state_dict(K)
+
+
+def test_relational_denoisers_stack_too():
+    def build(seed):
+        torch.manual_seed(seed)
+        return RelationalDenoiser(icon_size=16, text_hidden_size=16, **TINY_RELATIONAL_MODEL)
+
+    reference = [build(k) for k in range(2)]
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, B, 1, 32, 16, generator=generator)
+    t = torch.randint(20, (2, B), generator=generator)
+    states = torch.randn(2, B, 5, 16, generator=generator)
+    mask = torch.ones(2, B, 5, dtype=torch.long)
+    expected = torch.stack([m(x[k], t[k], (states[k], mask[k])) for k, m in enumerate(reference)])
+    got = StackedModels([build(k) for k in range(2)])(x, t, (states, mask))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_models_of_different_shapes_do_not_stack():
+    with pytest.raises(ValueError, match="one architecture"):
+        StackedModels([*bump_models(1), *bump_models(1, label_encoding_dim=16)])
