@@ -290,3 +290,100 @@ def test_phases_figure_has_no_zero_font_size():
     for ax in fig.axes:
         if ax.name == "3d":
             assert all(label.get_text() == "" for label in ax.get_xticklabels() + ax.get_zticklabels())
+
+
+def _trend_metrics(accuracy: dict, steps=(200, 400, 600)) -> pd.DataFrame:
+    """Grid rows with given accuracies: ``accuracy[(increment, seed)]`` = one value per step."""
+    rows = []
+    for (inc, seed), values in accuracy.items():
+        for step, acc in zip(steps, values, strict=True):
+            rows.append(
+                {
+                    "run": f"inc{inc:g}_sig1_seed{seed}",
+                    "increment_x": inc,
+                    "increment_y": inc,
+                    "sigma": 1.0,
+                    "hole": None,
+                    "seed": seed,
+                    "step": step,
+                    "accuracy": acc,
+                    "r2_x": acc,
+                    "r2_y": acc,
+                    "phase": "B",
+                }
+            )
+    # a hole dataset and another sigma: left out of the trend
+    rows.append({**rows[0], "run": "hole_seed0", "hole": "centre", "accuracy": 0.0})
+    rows.append({**rows[0], "run": "inc9_sig2_seed0", "increment_x": 9.0, "increment_y": 9.0, "sigma": 2.0})
+    return pd.DataFrame(rows)
+
+
+def test_increment_trend_states_spearman_rho(tmp_path):
+    from scipy.stats import spearmanr
+
+    accuracy = {
+        (0.25, 0): [0.50, 0.90, 0.95],
+        (0.25, 1): [0.40, 0.80, 0.97],
+        (0.5, 0): [0.45, 0.70, 0.93],
+        (0.5, 1): [0.50, 0.75, 0.91],
+        (1.0, 0): [0.30, 0.60, 0.80],
+        (1.0, 1): [0.20, 0.50, 0.90],
+        (2.0, 0): [0.35, 0.40, 0.70],
+        (2.0, 1): [0.30, 0.45, 0.60],
+    }
+    metrics = _trend_metrics(accuracy)
+    trend = F.increment_trend(metrics, sigma=1.0)
+    assert trend["step"].tolist() == [200, 400, 600]
+    assert trend["n_increments"].tolist() == [4, 4, 4] and trend["n_seeds"].tolist() == [2, 2, 2]
+    incs = [0.25, 0.5, 1.0, 2.0]
+    for k in range(3):
+        mean = [np.mean([accuracy[(inc, s)][k] for s in (0, 1)]) for inc in incs]
+        assert trend["rho"].iloc[k] == pytest.approx(spearmanr(incs, mean).statistic)
+        per_seed = [spearmanr(incs, [accuracy[(inc, s)][k] for inc in incs]).statistic for s in (0, 1)]
+        half = 12.706204736174707 * np.std(per_seed, ddof=1) / np.sqrt(2)  # t_{0.975, 1}
+        assert trend["rho_seed_mean"].iloc[k] == pytest.approx(np.mean(per_seed))
+        assert trend["rho_seed_lo"].iloc[k] == pytest.approx(max(-1.0, np.mean(per_seed) - half))
+        assert trend["rho_seed_hi"].iloc[k] == pytest.approx(min(1.0, np.mean(per_seed) + half))
+    # step 200: means 0.45, 0.475, 0.25, 0.325 -> rho -0.6; steps 400 and 600: a perfect order
+    assert trend["rho"].tolist() == pytest.approx([-0.6, -1.0, -1.0])
+    text = F.trend_text(trend)
+    assert text.startswith("smaller increments learn faster")
+    assert "-1.00 at step 400 (middle), -1.00 at step 600 (final)" in text
+    assert "2 seeds, 4 increments" in text and "per-seed" in text and "95% CI" in text
+    fig = F.phase_diagram_figure(metrics, sigma=1.0, how="mean")
+    assert text in fig.get_suptitle()
+    top = fig.axes[0].child_axes[0]
+    assert [t.get_text() for t in top.get_xticklabels()] == ["-0.60", "-1.00", "-1.00"]
+    _save(fig, tmp_path)
+
+
+def test_increment_trend_verdicts():
+    rising = {(inc, 0): [0.1 * k * inc, 0.2 * k * inc, 0.3 * k * inc] for k, inc in enumerate([1.0, 2.0, 4.0], 1)}
+    trend = F.increment_trend(_trend_metrics(rising), sigma=1.0)
+    assert trend["rho"].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    text = F.trend_text(trend)
+    assert text.startswith("larger increments learn faster") and "per-seed" not in text  # one seed
+    # the order flips at the final step: no verdict
+    mixed = {(1.0, 0): [0.9, 0.9, 0.2], (2.0, 0): [0.5, 0.5, 0.5], (4.0, 0): [0.1, 0.1, 0.9]}
+    text = F.trend_text(F.increment_trend(_trend_metrics(mixed), sigma=1.0))
+    assert text.startswith("no clear order") and "+1.00 at step 600 (final)" in text
+    two = {(1.0, 0): [0.9, 0.9, 0.9], (2.0, 0): [0.5, 0.5, 0.5]}
+    trend = F.increment_trend(_trend_metrics(two), sigma=1.0)
+    assert trend["rho"].isna().all() and F.trend_text(trend).startswith("trend: fewer than 3 increments")
+    assert F.increment_trend(_trend_metrics(two), sigma=7.0).empty
+
+
+def test_phases_figure_500_samples_has_no_freetype_warning(caplog, tmp_path):
+    """Issue 9: the paper config's 500 samples per checkpoint must not produce sub-1-pt font sizes."""
+    import logging
+
+    import matplotlib.text
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    cks = {s: _checkpoint(p, s, n=500, size=32, seed=s) for p, s in [("A", 0), ("B", 200), ("C", 300)]}
+    with caplog.at_level(logging.DEBUG, logger="matplotlib"):
+        fig = F.phases_figure(cks, "inc0.5_sig1_seed0")
+        FigureCanvasAgg(fig).draw()
+        _save(fig, tmp_path)
+    assert not [r for r in caplog.records if "FreeType" in r.getMessage()]
+    assert min(t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)) >= 5

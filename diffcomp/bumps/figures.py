@@ -503,6 +503,131 @@ def _heat_size(n_steps: int, n_rows_total: int, n_panel_rows: int) -> tuple[floa
     return width, height
 
 
+def spearman_rho(x, y) -> float:
+    """Spearman's rank correlation of the finite (x, y) pairs (scipy.stats.spearmanr).
+
+    NaN ("n/a") with fewer than 3 distinct points or when x or y is constant.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(set(zip(x.tolist(), y.tolist(), strict=True))) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+# The trend is "clear" when |rho| reaches this at every checkpoint from the middle one on.
+TREND_RHO = 0.8
+
+
+def increment_trend(metrics, sigma: float) -> pd.DataFrame:
+    """Spearman's rho between increment and accuracy at each training step, on the phase diagram's rows.
+
+    Rows as :func:`phase_diagram_figure` (hole-free, increment_x == increment_y, isotropic sigma
+    equal to ``sigma``). Per step: ``rho``, the rank correlation between the increment and the mean
+    accuracy over seeds (NaN with fewer than 3 increments); ``n_increments``; ``n_seeds``; and, from
+    the same rank correlation computed within each seed, ``rho_seed_mean``, ``rho_seed_lo`` and
+    ``rho_seed_hi`` (mean and two-sided 95% Student-t interval over seeds, as
+    :func:`aggregate_seeds`; the interval collapses to the mean with one seed). A negative rho
+    means that smaller increments have reached a higher accuracy (learn faster).
+    """
+    columns = ["step", "rho", "n_increments", "n_seeds", "rho_seed_mean", "rho_seed_lo", "rho_seed_hi"]
+    grid = _isotropic_grid(load_metrics(metrics))
+    grid = grid[np.isclose(grid["sigma_value"], float(sigma))].copy()
+    if grid.empty:
+        return pd.DataFrame(columns=columns)
+    if "seed" not in grid.columns:
+        grid["seed"] = grid["run"]
+    mean = aggregate_seeds(grid, ["increment", "step"], ["accuracy"], how="mean")
+    rows = []
+    for step, at_step in mean.groupby("step", sort=True):
+        of_step = grid[grid["step"] == step]
+        seed_rho = pd.DataFrame(
+            {
+                "step": step,
+                "rho": [
+                    spearman_rho(seed_rows["increment"], seed_rows["accuracy"])
+                    for _, seed_rows in of_step.groupby("seed")
+                ],
+            }
+        )
+        spread = aggregate_seeds(seed_rho, ["step"], ["rho"], how="mean").iloc[0]
+        rows.append(
+            {
+                "step": step,
+                "rho": spearman_rho(at_step["increment"], at_step["accuracy"]),
+                "n_increments": int(at_step["accuracy"].notna().sum()),
+                "n_seeds": int(at_step["n_seeds"].max()),
+                "rho_seed_mean": spread["rho"],
+                "rho_seed_lo": float(np.clip(spread["rho_lo"], -1.0, 1.0)),
+                "rho_seed_hi": float(np.clip(spread["rho_hi"], -1.0, 1.0)),
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _middle_on(trend: pd.DataFrame) -> pd.DataFrame:
+    """The checkpoints from the middle one on (the middle of an even count is the earlier of the two)."""
+    return trend.iloc[(len(trend) - 1) // 2 :]
+
+
+def trend_text(trend: pd.DataFrame) -> str:
+    """The sentence the phase diagram states about its trend (see :func:`increment_trend`).
+
+    The verdict ("smaller increments learn faster", "larger increments learn faster" or "no clear
+    order of increments") holds when rho is at most -TREND_RHO (at least +TREND_RHO) at every
+    checkpoint from the middle one on; then rho of the mean accuracy at the middle and the final
+    checkpoint, and with two or more seeds the per-seed rho's mean and 95% interval there.
+    Checkpoints without a rho (fewer than 3 increments, or every accuracy equal) are left out.
+    """
+    trend = trend[trend["rho"].notna()]
+    if trend.empty:
+        return "trend: fewer than 3 increments, no Spearman rho"
+    late = _middle_on(trend)
+    if (late["rho"] <= -TREND_RHO).all():
+        verdict = "smaller increments learn faster"
+    elif (late["rho"] >= TREND_RHO).all():
+        verdict = "larger increments learn faster"
+    else:
+        verdict = "no clear order of increments"
+    shown = late.iloc[[0, -1]] if len(late) > 1 else late
+    names = ["middle", "final"] if len(late) > 1 else ["final"]
+    n_inc, n_seeds = int(late["n_increments"].min()), int(late["n_seeds"].max())
+    seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
+    lines = [
+        f"{verdict} (Spearman $\\rho$ between increment and mean accuracy over {seeds}, {n_inc} increments)",
+        "$\\rho$ = "
+        + ", ".join(
+            f"{row['rho']:+.2f} at step {_fmt_step(row['step'])} ({name})"
+            for name, (_, row) in zip(names, shown.iterrows(), strict=True)
+        )
+        + f"; at most {late['rho'].max():+.2f} from the middle step on",
+    ]
+    if n_seeds >= 2:
+        lines.append(
+            "per-seed $\\rho$: "
+            + ", ".join(
+                f"{row['rho_seed_mean']:+.2f} (95% CI {row['rho_seed_lo']:+.2f} to {row['rho_seed_hi']:+.2f}) "
+                f"at step {_fmt_step(row['step'])}"
+                for _, row in shown.iterrows()
+            )
+        )
+    return "\n".join(lines)
+
+
+def _trend_axis(ax, trend: pd.DataFrame, steps) -> None:
+    """Rho of each checkpoint on a secondary x axis above the accuracy heat map."""
+    rho = dict(zip(trend["step"], trend["rho"], strict=True))
+    top = ax.secondary_xaxis("top")
+    ticks = _thin_ticks(len(steps), most=16)
+    values = [rho.get(steps[k], np.nan) for k in ticks]
+    top.set_xticks(ticks, [f"{v:+.2f}" if np.isfinite(v) else "-" for v in values], fontsize=6.5)
+    top.set_xlabel("Spearman $\\rho$(increment, mean accuracy)", fontsize=7)
+
+
 def phase_diagram_figure(metrics, sigma: float, how: str = "best") -> Figure:
     """Paper Fig. 4: accuracy and mean R^2 ((r2_x + r2_y)/2) over increment (y) x training step (x).
 
@@ -512,6 +637,11 @@ def phase_diagram_figure(metrics, sigma: float, how: str = "best") -> Figure:
     cells are grey; cells are annotated with their value when a panel has at most
     ``ANNOTATE_MAX_CELLS``. Colour scales are fixed to [0, 1] (negative R^2 shows as the lowest
     colour, the colorbar then has a "min" arrow). Axes: two heat maps and two colorbars.
+
+    The trend is stated whatever ``how`` is, on the mean accuracy over seeds (:func:`increment_trend`):
+    Spearman's rho between increment and accuracy at each checkpoint above the accuracy heat map,
+    and :func:`trend_text` (verdict, rho at the middle and final checkpoints, per-seed 95%
+    interval with two or more seeds) in the title.
     """
     table = load_metrics(metrics)
     grid = _isotropic_grid(table)
@@ -521,7 +651,13 @@ def phase_diagram_figure(metrics, sigma: float, how: str = "best") -> Figure:
     fig = Figure(figsize=_heat_size(acc.shape[1], acc.shape[0], 1), layout="constrained")
     axes = fig.subplots(1, 2, squeeze=False)
     _heat_pair(fig, [tuple(axes[0])], [(acc, r2, "")], "increment")
-    fig.suptitle(f"Phase diagram at $\\sigma$ = {sigma:g} ({_how_text(how, _seed_count(grid))})", fontsize=10)
+    trend = increment_trend(grid, sigma)
+    if acc.shape[1]:
+        _trend_axis(axes[0][0], trend, list(acc.columns))
+    fig.suptitle(
+        f"Phase diagram at $\\sigma$ = {sigma:g} ({_how_text(how, _seed_count(grid))})\n{trend_text(trend)}",
+        fontsize=9,
+    )
     return fig
 
 

@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from diffcomp.bumps.figures import _band, _curves_axes, _no_data, aggregate_seeds
+from diffcomp.bumps.figures import _band, _curves_axes, _no_data, aggregate_seeds, spearman_rho
 from diffcomp.io import save_figure
 from diffcomp.relational.evaluate import AUDIT_COLUMNS, FAILURE_KINDS, METRIC_COLUMNS, read_metrics
 from diffcomp.relational.relations import caption
@@ -177,22 +177,6 @@ def final_points(metrics, baseline: str) -> pd.DataFrame:
     table = load_metrics(metrics, _FINAL_COLUMNS)
     agg = _final_aggregate(table[table["experiment"] == baseline])
     return agg
-
-
-def spearman_rho(x, y) -> float:
-    """Spearman's rank correlation of the finite (x, y) pairs (scipy.stats.spearmanr).
-
-    NaN ("n/a") with fewer than 3 distinct points or when x or y is constant.
-    """
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(set(zip(x.tolist(), y.tolist(), strict=True))) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(x, y).statistic)
 
 
 def scatter_rhos(metrics, baseline: str) -> dict[str, float]:
