@@ -343,7 +343,7 @@ def test_profile_runs_the_bump_study_under_slurm_with_local_outputs(slurm, tmp_p
     assert sum(name.startswith("bumps/figures/") for name in compared) == 10
     # the relational study too: trained weights, samples, metrics and every figure, byte for byte
     assert "relational/metrics.csv" in compared
-    assert sum(name.startswith("relational/figures/") for name in compared) == 10
+    assert sum(name.startswith("relational/figures/") for name in compared) == 12  # six figures, PNG + PDF
     for experiment, split, seed in relational_runs:
         run = f"relational/runs/{experiment}/{split}/seed{seed}"
         assert f"{run}/metrics.csv" in compared and f"{run}/samples/step000000004.npz" in compared
