@@ -51,8 +51,9 @@ def vmappable(model: nn.Module) -> nn.Module:
     return model
 
 
-def _key(name: str) -> str:
-    return name.replace(".", "__")  # registered names may not contain dots
+def stacked_key(name: str) -> str:
+    """A model's parameter or buffer name as StackedModels registers it (names may not contain dots)."""
+    return name.replace(".", "__")
 
 
 class StackedModels(nn.Module):
@@ -73,16 +74,16 @@ class StackedModels(nn.Module):
         self.count = len(models)
         self.param_names, self.buffer_names = list(params), list(buffers)
         for name, value in params.items():
-            self.register_parameter(_key(name), nn.Parameter(value.detach().clone()))
+            self.register_parameter(stacked_key(name), nn.Parameter(value.detach().clone()))
         for name, value in buffers.items():
-            self.register_buffer(_key(name), value.detach().clone())
+            self.register_buffer(stacked_key(name), value.detach().clone())
         self.state_keys = list(models[0].state_dict())  # without non-persistent buffers
         # the architecture, without memory: functional_call supplies every tensor
         self.template = [copy.deepcopy(models[0]).to("meta")]  # a list: not a registered submodule
 
     def _tensors(self) -> tuple[dict, dict]:
-        params = {name: getattr(self, _key(name)) for name in self.param_names}
-        buffers = {name: getattr(self, _key(name)) for name in self.buffer_names}
+        params = {name: getattr(self, stacked_key(name)) for name in self.param_names}
+        buffers = {name: getattr(self, stacked_key(name)) for name in self.buffer_names}
         return params, buffers
 
     def forward(self, *args):

@@ -85,6 +85,8 @@ class TrainingTask:
     loss: Callable[[Callable, Any, torch.Generator], torch.Tensor]
     summary: dict = field(default_factory=dict)  # extra train.json entries
     max_grad_norm: float | None = None  # clip the gradient norm of the trained parameters
+    # the task's own generators (e.g. one per model of a pack), saved and restored with the state
+    generators: dict[str, torch.Generator] = field(default_factory=dict)
 
 
 # Semantic training keys added after runs existed: left out of the fingerprint at these values (their
@@ -443,6 +445,8 @@ def train(
             ema.load_state_dict(state["ema"])
         data_rng.set_state(state["data_rng"])
         noise_rng.set_state(state["noise_rng"])
+        for name, generator in task.generators.items():
+            generator.set_state(state["task_rngs"][name])
         torch.set_rng_state(state["torch_rng"])
         step, loss_history, snapshot_steps = state["step"], state["loss_history"], state["snapshot_steps"]
         running_loss = state["running_loss"].to(device)
@@ -460,6 +464,7 @@ def train(
             "ema": ema.state_dict() if ema is not None else None,
             "data_rng": data_rng.get_state(),
             "noise_rng": noise_rng.get_state(),
+            "task_rngs": {name: generator.get_state() for name, generator in task.generators.items()},
             "torch_rng": torch.get_rng_state(),
             "loss_history": loss_history,
             # so a resumed loss.csv row averages the same steps as an uninterrupted one

@@ -9,14 +9,23 @@ resume, EMA, the NaN and time-limit stops are the shared trainer's. Layout of on
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: F401 (the module the loss calls; tests patch F.mse_loss through it)
+from safetensors.torch import load_file, save_file
 
 from diffcomp.bumps.config import semantic_config  # noqa: F401 (re-exported)
 from diffcomp.bumps.data import BumpDataset, read_labels
 from diffcomp.bumps.model import BumpDenoiser, render_torch
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler
+from diffcomp.io import write_json
+from diffcomp.packing import StackedModels, stacked_key
 
 # The shared trainer's names, re-exported: the rule scripts and tests import them from here.
 from diffcomp.training import (  # noqa: F401
@@ -33,6 +42,8 @@ from diffcomp.training import (  # noqa: F401
     resolve_device,
     train,
 )
+
+log = logging.getLogger("diffcomp.train")
 
 
 def train_run(run: dict, runtime: dict, labels_csv, out_dir, *, stop_after_step: int | None = None) -> dict:
@@ -71,3 +82,114 @@ def train_run(run: dict, runtime: dict, labels_csv, out_dir, *, stop_after_step:
         )
 
     return train(build, run, training, out_dir, stop_after_step=stop_after_step)
+
+
+# --------------------------------------------------------------------------------------------
+# Packs: K runs trained as one stacked model in one job
+# --------------------------------------------------------------------------------------------
+def pack_definition(runs: list[dict]) -> dict:
+    """What determines a pack's weights: its runs, in order (the pack's seed is its first run's)."""
+    if not runs:
+        raise ValueError("a pack needs at least one run")
+    for key in ("model", "image_size", "diffusion", "training"):
+        if any(r[key] != runs[0][key] for r in runs):
+            raise ValueError(f"the runs of a pack must share their {key} settings")
+    return {"pack": runs, "seed": runs[0]["seed"]}
+
+
+def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_after_step: int | None = None) -> dict:
+    """Train K runs of one model shape as one stacked, vmapped model (diffcomp.packing) in one job.
+
+    Each run keeps what it would have alone: its initial weights (seeded by its seed), its data
+    and noise generators (seeded as the shared trainer seeds a single run's, saved and restored
+    with the pack's state) and so its batches, noise and timesteps; the summed loss gives each
+    model its own gradient, and AdamW and EMA are elementwise. So a packed run differs from its
+    single run only by the batched kernels' rounding. ``out_dir`` gets the stacked snapshots;
+    :func:`unpack_run` writes one run's train/ folder from them.
+    """
+    pack = pack_definition(runs)
+    training = {**runs[0]["training"], **{k: runtime[k] for k in RUNTIME_KEYS}}
+    if training["channels_last"]:
+        # channels-last is a 4-D memory format; stacked weights are 5-D
+        log.warning("training.channels_last does not apply to a pack of stacked models; ignored")
+        training["channels_last"] = False
+    datasets = [BumpDataset.from_config(r["dataset"], r["image_size"]) for r in runs]
+    labels_np = []
+    for path in labels_csvs:
+        table = read_labels(path)
+        labels_np.append(table.loc[table["split"] == "train", ["mu_x", "mu_y"]].to_numpy(np.float32))
+        if len(labels_np[-1]) == 0:
+            raise ValueError(f"{path}: no training labels")
+    if len(labels_np) != len(runs):
+        raise ValueError(f"{len(runs)} runs but {len(labels_np)} label files")
+
+    def build(device: torch.device) -> TrainingTask:
+        models = []
+        for run in runs:
+            torch.manual_seed(run["seed"])  # the initial weights a single run of this seed gets
+            models.append(BumpDenoiser.from_config(run).to(device))
+        model = StackedModels(models)
+        train_labels = [torch.from_numpy(labels).to(device) for labels in labels_np]
+        # the trainer's per-run generators, as train() seeds them for a single run
+        data_rngs = [torch.Generator(device=device).manual_seed(r["seed"] * 1_000_003 + 1) for r in runs]
+        noise_rngs = [torch.Generator(device=device).manual_seed(r["seed"] * 1_000_003 + 2) for r in runs]
+        batch_size = training["batch_size"]
+        epsilon_loss = EpsilonLoss(ddpm_scheduler(runs[0]["diffusion"]), training["snr_gamma"], device)
+
+        def next_batch(_generator):
+            batches = []
+            for dataset, labels, generator in zip(datasets, train_labels, data_rngs, strict=True):
+                drawn = labels[torch.randint(len(labels), (batch_size,), generator=generator, device=device)]
+                batches.append((render_torch(drawn, dataset.size, dataset.sigma) * 2.0 - 1.0, drawn))
+            return batches
+
+        def loss(forward, batches, _generator):
+            noised = [epsilon_loss.noised(clean, g) for (clean, _), g in zip(batches, noise_rngs, strict=True)]
+            predicted = forward(
+                torch.stack([noisy for noisy, _, _ in noised]),
+                torch.stack([t for _, _, t in noised]),
+                torch.stack([labels for _, labels in batches]),
+            )
+            return sum(epsilon_loss.regression(predicted[k], noise, t) for k, (_, noise, t) in enumerate(noised))
+
+        generators = {f"data{k}": g for k, g in enumerate(data_rngs)}
+        generators.update({f"noise{k}": g for k, g in enumerate(noise_rngs)})
+        names = [f"{d.name}_seed{r['seed']}" for d, r in zip(datasets, runs, strict=True)]
+        return TrainingTask(
+            name=f"pack of {len(runs)} ({', '.join(names)})",
+            model=model,
+            next_batch=next_batch,
+            loss=loss,
+            summary={"pack": names},
+            generators=generators,
+        )
+
+    return train(build, pack, training, out_dir, stop_after_step=stop_after_step)
+
+
+def unpack_run(pack_train_dir, index: int, run: dict, out_dir) -> list[Path]:
+    """Write run ``index`` of a finished pack as a single run's train/ folder (snapshots, train.json).
+
+    Assembled in a temporary folder and renamed onto ``out_dir``; returns the snapshot files.
+    """
+    pack_train_dir, out_dir = Path(pack_train_dir), Path(out_dir)
+    summary = json.loads((pack_train_dir / "train.json").read_text())
+    if not 0 <= index < len(summary.get("pack", [])):
+        raise ValueError(f"{pack_train_dir}: no run {index} in a pack of {len(summary.get('pack', []))}")
+    names = list(BumpDenoiser.from_config(run).state_dict())
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "snapshots").mkdir(parents=True)
+    written = []
+    for _, path in read_snapshots(pack_train_dir):
+        try:
+            stacked = load_file(str(path))
+            weights = {name: stacked[stacked_key(name)][index].contiguous() for name in names}
+        except Exception as err:
+            raise ValueError(f"pack snapshot {path} is corrupt or not this run's model: {err!r}") from None
+        save_file(weights, str(tmp / "snapshots" / path.name))
+        written.append(out_dir / "snapshots" / path.name)
+    write_json(tmp / "train.json", {**summary, "run": summary["pack"][index], "pack_index": index})
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return written
