@@ -1,28 +1,69 @@
 # Gaussian-bump study: training, sampling at every checkpoint, evaluation (three jobs per run).
 
 
-rule bumps_train:
-    input:
-        labels=rules.bumps_dataset.output.labels,
-    output:
-        directory(f"{RESULTS}/bumps/runs/{{dataset}}/seed{{seed}}/train"),
-    log:
-        f"{LOGS}/bumps/train/{{dataset}}_seed{{seed}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/bumps/train/{{dataset}}_seed{{seed}}.tsv"
-    conda:
-        "../envs/train.yaml"
-    threads: BUMPS["training"]["threads"] if BUMPS else 1
-    params:
-        run=bump_run_definition,
-    script:
-        "../scripts/bumps_train.py"
+BUMP_TRAIN = f"{RESULTS}/bumps/runs/{{dataset}}/seed{{seed}}/train"
+
+
+if BUMP_PACK_SIZE == 1:
+
+    rule bumps_train:
+        input:
+            labels=rules.bumps_dataset.output.labels,
+        output:
+            directory(BUMP_TRAIN),
+        log:
+            f"{LOGS}/bumps/train/{{dataset}}_seed{{seed}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/bumps/train/{{dataset}}_seed{{seed}}.tsv"
+        conda:
+            "../envs/train.yaml"
+        threads: BUMPS["training"]["threads"] if BUMPS else 1
+        params:
+            run=bump_run_definition,
+        script:
+            "../scripts/bumps_train.py"
+
+else:
+
+    # bumps.pack_size runs as one stacked model in one job, then each run's weights unpacked
+    rule bumps_train_pack:
+        input:
+            labels=bump_pack_labels,
+        output:
+            directory(f"{RESULTS}/bumps/packs/pack{{pack}}/train"),
+        log:
+            f"{LOGS}/bumps/train_pack/pack{{pack}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/bumps/train_pack/pack{{pack}}.tsv"
+        conda:
+            "../envs/train.yaml"
+        threads: BUMPS["training"]["threads"] if BUMPS else 1
+        params:
+            runs=bump_pack_runs,
+        script:
+            "../scripts/bumps_train_pack.py"
+
+    rule bumps_unpack:
+        input:
+            pack=lambda wc: f"{RESULTS}/bumps/packs/pack{bump_pack_position(wc)[0]}/train",
+        output:
+            directory(BUMP_TRAIN),
+        log:
+            f"{LOGS}/bumps/unpack/{{dataset}}_seed{{seed}}.log",
+        localrule: True
+        conda:
+            "../envs/train.yaml"
+        params:
+            run=bump_run_definition,
+            index=lambda wc: bump_pack_position(wc)[1],
+        script:
+            "../scripts/bumps_unpack.py"
 
 
 rule bumps_sample:
     input:
         labels=rules.bumps_dataset.output.labels,
-        train=rules.bumps_train.output[0],
+        train=BUMP_TRAIN,
     output:
         directory(f"{RESULTS}/bumps/runs/{{dataset}}/seed{{seed}}/samples"),
     log:

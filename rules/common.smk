@@ -48,6 +48,7 @@ BUMP_DATASETS = dataset_specs(BUMPS) if BUMPS else {}
 wildcard_constraints:
     dataset="|".join(map(re.escape, BUMP_DATASETS)) or "NONE",
     seed=r"\d+",
+    pack=r"\d+",
 
 
 def bump_dataset_params(wildcards):
@@ -58,6 +59,38 @@ def bump_dataset_params(wildcards):
 def bump_run_definition(wildcards):
     """What determines a run's weights (dataset, seed, model, diffusion, training): a change retrains."""
     return semantic_config(BUMPS, bump_dataset_params(wildcards), int(wildcards.seed))
+
+
+# Runs trained together when bumps.pack_size > 1: datasets x seeds in config order, cut into packs.
+BUMP_PACK_SIZE = BUMPS["pack_size"] if BUMPS else 1
+BUMP_RUN_LIST = [(d, s) for d in BUMP_DATASETS for s in BUMPS["seeds"]] if BUMPS else []
+BUMP_PACKS = [
+    BUMP_RUN_LIST[i : i + BUMP_PACK_SIZE]
+    for i in range(0, len(BUMP_RUN_LIST), BUMP_PACK_SIZE)
+]
+
+
+def bump_pack_position(wildcards):
+    """(pack, index in the pack) of the run (dataset, seed)."""
+    run = (wildcards.dataset, int(wildcards.seed))
+    return divmod(BUMP_RUN_LIST.index(run), BUMP_PACK_SIZE)
+
+
+def bump_pack_runs(wildcards):
+    """The run definitions of a pack, in order: what determines its weights."""
+    return [
+        semantic_config(
+            BUMPS, {"image_size": BUMPS["image_size"], **BUMP_DATASETS[d]}, s
+        )
+        for d, s in BUMP_PACKS[int(wildcards.pack)]
+    ]
+
+
+def bump_pack_labels(wildcards):
+    return [
+        f"{RESULTS}/bumps/datasets/{d}/labels.csv"
+        for d, _ in BUMP_PACKS[int(wildcards.pack)]
+    ]
 
 
 def bump_run_files(name):

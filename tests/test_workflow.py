@@ -1,5 +1,7 @@
 """The real workflow CLI end to end on a tiny bump-study config: outputs, reruns, bad config."""
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -109,3 +111,23 @@ def test_bad_config_fails_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "bumps.grid.increments[0]" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+def test_packed_training_trains_runs_in_packs_and_unpacks_each(tmp_path):
+    """bumps.pack_size: 2 -> the five runs train in three pack jobs; sampling and evaluation stay per run."""
+    packed = yaml.safe_load(yaml.safe_dump(TINY))
+    packed["bumps"]["pack_size"] = 2
+    write_config(tmp_path, packed)
+    planned = planned_rules(tmp_path)
+    assert "bumps_train" not in planned
+    assert planned.get("bumps_train_pack") == 3 and planned.get("bumps_unpack") == 5
+    assert planned.get("bumps_sample") == 5 and planned.get("bumps_evaluate") == 5
+    run_snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "2")
+    results = tmp_path / "results" / "bumps"
+    metrics = pd.read_csv(results / "metrics.csv")
+    assert len(metrics) == 5 * 2 and set(metrics["step"]) == {3, 6}
+    train = json.loads((results / "runs" / "hole" / "seed0" / "train" / "train.json").read_text())
+    # datasets x seeds in config order: inc1_sig1, inc2_sig1 | sigma2, imbalanced | hole
+    assert train["pack"] == ["hole_seed0"] and train["pack_index"] == 0
+    assert sorted(p.name for p in (results / "packs").iterdir()) == ["pack0", "pack1", "pack2"]
+    assert planned_rules(tmp_path) == {}
