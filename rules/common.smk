@@ -21,6 +21,7 @@ from diffcomp.relational.config import (
     experiment_settings,
     intervention_label,
     intervention_parameters,
+    pretrain_experiment,
     run_definition,
     run_id,
     runs,
@@ -169,7 +170,9 @@ def relational_train_inputs(wc):
         )
     elif RELATIONAL["pretraining_steps"]:
         inputs["init"] = RELATIONAL_PRETRAIN.format(
-            experiment=wc.experiment, vocab_size=spec["vocab_size"], seed=wc.seed
+            experiment=pretrain_experiment(RELATIONAL, wc.experiment),
+            vocab_size=spec["vocab_size"],
+            seed=wc.seed,
         )
     return inputs
 

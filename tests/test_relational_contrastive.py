@@ -123,8 +123,8 @@ def test_losses_at_step_zero_are_the_baseline_loss_plus_the_weighted_terms(tmp_p
     denoiser = torch.nn.Conv2d(1, 1, 3, padding=1)
     states = torch.randn(4, 3, 2)
 
-    def forward(noisy, timesteps, condition):
-        return denoiser(noisy) + condition[0].mean() * 0.1
+    def forward(noisy, timesteps, condition):  # each row's caption shifts its prediction
+        return denoiser(noisy) + condition[0].mean(dim=(1, 2)).view(-1, 1, 1, 1)
 
     clean = torch.rand(4, 1, 32, 16) * 2 - 1
     index = torch.arange(4)
@@ -144,13 +144,31 @@ def test_losses_at_step_zero_are_the_baseline_loss_plus_the_weighted_terms(tmp_p
         terms = losses(
             forward, lambda i: (states[i], None), clean, index, noisy, timesteps, predicted, epsilon.clean_estimate
         )
-        return epsilon.regression(predicted, noise, timesteps), terms, losses.weighted(terms) if terms else 0.0
+        regression = epsilon.regression(predicted, noise, timesteps)
+        return regression, terms, losses.weighted(terms) if terms else 0.0, (noisy, timesteps, predicted)
 
     base = epsilon(forward, clean, (states[index], None), torch.Generator().manual_seed(1))
-    regression, terms, weighted = total(0.0, 0.0)
+    regression, terms, weighted, _ = total(0.0, 0.0)
     assert terms == {} and regression.item() == base.item()
-    regression, terms, weighted = total(0.2, 0.3)
+    regression, terms, weighted, (noisy, timesteps, predicted) = total(0.2, 0.3)
     assert regression.item() == base.item()
+    # the terms, rebuilt by hand: x0_hat from the epsilon prediction, clipped to [-1, 1] ...
+    a = epsilon.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    x0 = ((noisy - (1 - a).sqrt() * predicted) / a.sqrt()).clamp(-1, 1)
+    fake = encoder.encode(x0)
+    # ... against the real images (fake-to-real) ...
+    expected = nt_xent(fake, encoder.encode(clean), 0.5, key)
+    assert terms["fake_to_real"].item() == pytest.approx(expected.item(), rel=1e-6)
+    # ... and against the same noisy images denoised with the pair's other caption (fake-to-fake);
+    # row 2 has no training partner and takes no part
+    valid = torch.tensor([True, True, False, True])
+    other = forward(noisy, timesteps, (states[torch.tensor([1, 0, 2, 2])], None))
+    other_x0 = ((noisy - (1 - a).sqrt() * other) / a.sqrt()).clamp(-1, 1)
+    expected = nt_xent(fake, encoder.encode(other_x0), 0.5, key, valid)
+    assert terms["fake_to_fake"].item() == pytest.approx(expected.item(), rel=1e-6)
+    own = forward(noisy, timesteps, (states[index], None))  # the row's own caption: a different loss
+    own_x0 = ((noisy - (1 - a).sqrt() * own) / a.sqrt()).clamp(-1, 1)
+    assert nt_xent(fake, encoder.encode(own_x0), 0.5, key, valid).item() != pytest.approx(expected.item())
     assert set(terms) == {"fake_to_fake", "fake_to_real"} and all(math.isfinite(v.item()) for v in terms.values())
     assert weighted.item() == pytest.approx(0.2 * terms["fake_to_fake"].item() + 0.3 * terms["fake_to_real"].item())
     weighted.backward()
@@ -234,3 +252,25 @@ def test_bad_contrastive_experiments_name_the_key(experiment, message):
     config["relational"]["experiments"].append(experiment)
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+def test_clean_estimate_inverts_the_noising():
+    from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler
+
+    epsilon = EpsilonLoss(
+        ddpm_scheduler({"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2"}), None, torch.device("cpu")
+    )
+    clean = torch.rand(64, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    noisy, noise, timesteps = epsilon.noised(clean.float(), torch.Generator().manual_seed(0))
+    # with the true noise, x0_hat is the clean image (float32 rounding, amplified at the noisiest t)
+    torch.testing.assert_close(epsilon.clean_estimate(noisy, noise, timesteps), clean.float(), rtol=0, atol=1e-3)
+
+
+def test_image_encoder_trained_with_other_settings_is_refused(tmp_path):
+    spec = {**ENCODER, "seed": 0, "steps": 5}
+    train_image_encoder(render_icons(N, 16), spec, tmp_path / "enc")
+    with pytest.raises(ValueError, match=r"trained with other settings than relational.image_encoder \(\['seed'\]\)"):
+        load_image_encoder(tmp_path / "enc", 16, N, {**spec, "seed": 1})
+    (tmp_path / "enc" / "encoder.json").unlink()
+    with pytest.raises(ValueError, match="encoder.json is missing or unreadable"):
+        load_image_encoder(tmp_path / "enc", 16, N, spec)

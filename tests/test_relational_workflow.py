@@ -160,6 +160,8 @@ def test_trained_study_writes_metrics_and_every_figure(trained):
     # the two-stage DAG: one pretraining run per (experiment, vocabulary, seed)
     assert (results / "pretrain" / "baseline" / "N4" / "seed0" / "train" / "train.json").exists()
     assert (results / "pretrain" / "no_pos_emb" / "N4" / "seed0" / "train" / "train.json").exists()
+    # the contrastive experiment pretrains exactly as the baseline does: it starts from the baseline's
+    assert not (results / "pretrain" / "contrastive").exists()
     assert (trained / "results/benchmarks/relational/train/baseline_band_seed0.tsv").exists()
     assert "loss=" in (trained / "results/logs/relational/train/baseline_band_seed0.log").read_text()
 
@@ -174,9 +176,10 @@ def test_changed_encoder_reruns_relational_training_and_downstream_but_no_bump_j
         planned = planned_rules(trained)
     finally:
         (trained / "config.yaml").write_text(yaml.safe_dump(TRAINED))
-    # the projection run follows its base (pretraining runs: baseline, no_pos_emb and contrastive,
-    # not the projection); the image encoder does not depend on the text encoder
-    assert planned.get("relational_pretrain") == 3 and planned.get("relational_train") == 6
+    # the projection run follows its base (pretraining runs: baseline, whose pretraining the
+    # contrastive experiment shares, and no_pos_emb); the image encoder does not depend on the text
+    # encoder
+    assert planned.get("relational_pretrain") == 2 and planned.get("relational_train") == 6
     assert planned.get("relational_sample") == 6 and planned.get("relational_evaluate") == 6
     assert planned.get("relational_metrics") == 1 and planned.get("relational_figure") == 6
     assert "relational_image_encoder" not in planned

@@ -157,6 +157,18 @@ def pretrain_definition(section: dict, experiment: str, vocab_size: int, seed: i
     }
 
 
+def pretrain_experiment(section: dict, experiment: str) -> str:
+    """The experiment whose pretraining runs ``experiment`` starts from: the first one, in config
+    order, with the same pretraining settings (model and encoder), so that experiments differing
+    only in their pair training (contrastive losses) share one pretraining run."""
+    own = pretrain_definition(section, experiment, 0, 0)
+    for name in experiment_names(section):
+        if "projection" not in next(e for e in section["experiments"] if e["name"] == name):
+            if pretrain_definition(section, name, 0, 0) == own:
+                return name
+    return experiment
+
+
 def run_definition(section: dict, experiment: str, split: str, seed: int) -> dict:
     """What determines a run's weights (and nothing else): a change retrains it.
 

@@ -24,7 +24,9 @@ not counted as negatives of each other.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -79,8 +81,6 @@ def train_image_encoder(icons_np: np.ndarray, spec: dict, out_dir, *, threads: i
     ``spec``: the config's ``relational.image_encoder`` (width, embedding_dim, steps, batch_size,
     learning_rate, noise_max, seed). Deterministic for a given spec and icon set (CPU).
     """
-    from pathlib import Path
-
     torch.set_num_threads(threads)
     vocab_size, icon_size = len(icons_np), icons_np.shape[1]
     if vocab_size < 2:
@@ -136,9 +136,8 @@ def _accuracy(model: PairImageEncoder, icons: torch.Tensor, noise: float, seed: 
 
 
 def load_image_encoder(in_dir, icon_size: int, vocab_size: int, spec: dict) -> PairImageEncoder:
-    """The trained encoder of ``in_dir``, frozen; a corrupt or mismatched file is a ValueError naming it."""
-    from pathlib import Path
-
+    """The trained encoder of ``in_dir``, frozen; a corrupt or mismatched file, or one trained with
+    other settings than ``spec``, is a ValueError naming it."""
     path = Path(in_dir) / WEIGHTS_FILE
     model = PairImageEncoder(icon_size, vocab_size, spec["width"], spec["embedding_dim"])
     try:
@@ -149,6 +148,17 @@ def load_image_encoder(in_dir, icon_size: int, vocab_size: int, spec: dict) -> P
         model.load_state_dict(weights)
     except RuntimeError as err:
         raise ValueError(f"image encoder {path} does not match the configured encoder: {err}") from None
+    summary_path = Path(in_dir) / SUMMARY_FILE
+    try:
+        trained_with = json.loads(summary_path.read_text())["spec"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"image encoder summary {summary_path} is missing or unreadable: {err!r}") from None
+    if trained_with != dict(spec):
+        changed = sorted(k for k in {*trained_with, *spec} if trained_with.get(k) != spec.get(k))
+        raise ValueError(
+            f"image encoder {in_dir} was trained with other settings than relational.image_encoder ({changed}); "
+            "rerun rule relational_image_encoder"
+        )
     return model.requires_grad_(False).eval()
 
 
@@ -196,6 +206,16 @@ class ContrastiveLosses:
         self.partner = partner
         self.pair_key = pair_key
 
+    @staticmethod
+    def in_range(clean_estimate: torch.Tensor) -> torch.Tensor:
+        """x0_hat clipped to the images' range [-1, 1] (as diffusers' clip_sample does when sampling).
+
+        At the noisiest timesteps x0_hat divides by sqrt(alpha_bar_t) (1/2029 at t = 99 of the
+        quick schedule) and reaches values of 1e3, far from anything the encoder was trained on;
+        clipped, it stays an image, and pixels outside the range pass no gradient.
+        """
+        return clean_estimate.clamp(-1.0, 1.0)
+
     @property
     def active(self) -> bool:
         return bool(self.fake_to_fake or self.fake_to_real)
@@ -204,7 +224,7 @@ class ContrastiveLosses:
         """{"fake_to_fake": loss, "fake_to_real": loss} for the terms with a non-zero weight (unweighted)."""
         terms = {}
         keys = self.pair_key[index]
-        fake = self.encoder.encode(clean_estimate(noisy, predicted, timesteps))
+        fake = self.encoder.encode(self.in_range(clean_estimate(noisy, predicted, timesteps)))
         if self.fake_to_real:
             real = self.encoder.encode(clean).detach()
             terms["fake_to_real"] = nt_xent(fake, real, self.temperature, keys)
@@ -214,7 +234,7 @@ class ContrastiveLosses:
             # every row is denoised again (a fixed shape), rows without a training partner with
             # their own caption, and then masked out of the loss
             other = forward(noisy, timesteps, conditioner(torch.where(valid, partner, index)))
-            other_fake = self.encoder.encode(clean_estimate(noisy, other, timesteps))
+            other_fake = self.encoder.encode(self.in_range(clean_estimate(noisy, other, timesteps)))
             terms["fake_to_fake"] = nt_xent(fake, other_fake, self.temperature, keys, valid)
         return terms
 
