@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv run report test test-slurm lint clean
+.PHONY: venv run report test test-slurm gpu-wheels lint clean
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +33,14 @@ test: venv
 
 test-slurm: venv
 	bash tests/slurm/run_slurm_test.sh
+
+# Wheels a GPU machine's image may lack (the venv's versions), for bench/gpu_bench.sh there:
+# carry .whl/ to that machine (Python 3.12, x86-64).
+GPU_WHEELS := diffusers umap-learn pynndescent jsonschema jsonschema-specifications referencing rpds-py
+gpu-wheels: venv
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		$$($(BIN)/python -m pip freeze | grep -iE '^($(shell echo $(GPU_WHEELS) | tr ' ' '|'))==')
 
 clean:
 	rm -rf results/* .snakemake

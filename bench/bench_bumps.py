@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from diffusers.training_utils import EMAModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ from diffcomp.bumps.evaluate import predict_positions  # noqa: E402
 from diffcomp.bumps.model import BumpDenoiser, noise_scheduler, render_torch, sampling_scheduler  # noqa: E402
 from diffcomp.bumps.sample import generate  # noqa: E402
 from diffcomp.bumps.train import RUNTIME_KEYS, resolve_device, semantic_config, train_run  # noqa: E402
-from diffcomp.config import load_config  # noqa: E402
+from diffcomp.config import ConfigError, load_config, validate_config  # noqa: E402
 from diffcomp.diffusion import inference_steps  # noqa: E402
 from diffcomp.io import write_csv  # noqa: E402
 from diffcomp.packing import StackedModels  # noqa: E402
@@ -387,10 +388,28 @@ def main(argv=None) -> None:
         help="also train K same-shaped models in one process, one step each in turn, and time their sampling",
     )
     parser.add_argument("--figure-set", action="store_true", help="also time the whole quick figure set")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a bumps.training key for this bench, e.g. --set compile=reduce-overhead --set precision=bf16 "
+        "(YAML values; the config is validated again)",
+    )
+    parser.add_argument("--training-only", action="store_true", help="skip the sampling and evaluation benches")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    section = load_config(args.config)["bumps"]
+    config = load_config(args.config)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY a bumps.training key")
+        config["bumps"]["training"][key] = yaml.safe_load(value)
+    try:
+        section = validate_config(config)["bumps"]
+    except ConfigError as err:
+        parser.error(f"--set: {err}")
     specs = dataset_specs(section)
     spec = {"image_size": section["image_size"], **specs[args.dataset or next(iter(specs))]}
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}", "torch": torch.__version__}
@@ -398,9 +417,10 @@ def main(argv=None) -> None:
         results["training"] = bench_training(section, spec, args.steps, args.rounds, Path(tmp))
     if args.packed:
         results["packed"] = bench_packed(section, spec, args.steps, args.rounds, args.packed)
-    results["sampling"] = bench_sampling(section, args.samples, section["sampling"]["num_inference_steps"])
-    results["prediction"] = bench_prediction(32)
-    results["evaluation"] = bench_evaluation(section["sampling"]["num_samples"], 2048)
+    if not args.training_only:
+        results["sampling"] = bench_sampling(section, args.samples, section["sampling"]["num_inference_steps"])
+        results["prediction"] = bench_prediction(32)
+        results["evaluation"] = bench_evaluation(section["sampling"]["num_samples"], 2048)
     if args.figure_set:
         results["figure_set"] = bench_figure_set(args.config)
     text = json.dumps(results, indent=2)
