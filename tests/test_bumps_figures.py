@@ -387,3 +387,32 @@ def test_phases_figure_500_samples_has_no_freetype_warning(caplog, tmp_path):
         _save(fig, tmp_path)
     assert not [r for r in caplog.records if "FreeType" in r.getMessage()]
     assert min(t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)) >= 5
+
+
+def test_phase_diagram_on_offgrid_accuracy_ranks_that_column(tmp_path):
+    rows = []
+    for increment, (on_grid, off_grid) in {0.5: (0.2, 0.9), 1.0: (0.5, 0.6), 2.0: (0.8, 0.3)}.items():
+        for step in (100, 200):
+            rows.append(
+                {
+                    "run": f"inc{increment:g}_sig1_seed0",
+                    "increment_x": increment,
+                    "increment_y": increment,
+                    "sigma": "1",
+                    "hole": np.nan,
+                    "seed": 0,
+                    "step": step,
+                    "accuracy": on_grid,
+                    "accuracy_offgrid": off_grid,
+                    "r2_x": 0.5,
+                    "r2_y": 0.5,
+                }
+            )
+    table = pd.DataFrame(rows)
+    on_grid = F.phase_diagram_figure(table, 1.0)
+    assert "larger increments learn faster" in on_grid._suptitle.get_text()
+    off_grid = F.phase_diagram_figure(table, 1.0, accuracy="accuracy_offgrid")
+    title = off_grid._suptitle.get_text()
+    assert "accuracy at off-grid labels" in title and "smaller increments learn faster" in title
+    with pytest.raises(ValueError, match="no accuracy_offgrid column"):
+        F.phase_diagram_figure(table.drop(columns=["accuracy_offgrid"]), 1.0, accuracy="accuracy_offgrid")

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from diffcomp.bumps import train as train_module
 from diffcomp.bumps.config import dataset_specs
 from diffcomp.bumps.data import BumpDataset
-from diffcomp.bumps.sample import sample_run
+from diffcomp.bumps.sample import offgrid_labels, sample_run
 from diffcomp.bumps.train import (
     EXIT_TIME_LIMIT,
     RUNTIME_KEYS,
@@ -240,6 +240,38 @@ def test_sampling_every_checkpoint(tmp_path):
     again = sample_run(run, section["sampling"], runtime, labels, out, tmp_path / "again")
     with np.load(files[-1]) as a, np.load(again[-1]) as b:
         np.testing.assert_array_equal(a["images"], b["images"])
+
+
+def test_offgrid_samples_are_shared_interior_labels_appended_after_the_others(tmp_path):
+    section, run, runtime, labels = tiny_run(tmp_path)
+    out = tmp_path / "run" / "train"
+    train_run(run, runtime, labels, out)
+    plain = sample_run(run, section["sampling"], runtime, labels, out, tmp_path / "plain")
+    sampling = {**section["sampling"], "num_samples_offgrid": 6, "offgrid_margin": 1.5, "offgrid_seed": 2}
+    files = sample_run(run, sampling, runtime, labels, out, tmp_path / "offgrid")
+    with np.load(files[-1]) as data, np.load(plain[-1]) as before:
+        assert data["split"].tolist() == ["train"] * 8 + ["offgrid"] * 6
+        grid = data["labels"][data["split"] == "offgrid"]
+        assert ((grid >= 1.5) & (grid <= 8 - 1.5)).all()
+        np.testing.assert_array_equal(grid, offgrid_labels(8, 6, 1.5, 2))  # the same for every run
+        np.testing.assert_array_equal(data["labels"][:8], before["labels"])
+    with pytest.raises(ValueError, match="leaves no interior"):
+        offgrid_labels(8, 6, 4.0, 0)
+
+
+def test_offgrid_accuracy_counts_only_the_offgrid_samples():
+    from diffcomp.bumps.data import render
+    from diffcomp.bumps.metrics import evaluate_checkpoint
+
+    rng = np.random.default_rng(0)
+    labels = rng.uniform(2, 14, (40, 2)).astype(np.float32)
+    images = render(labels, 16, (1.0, 1.0))
+    split = np.array(["train"] * 20 + ["ood"] * 10 + ["offgrid"] * 10)
+    images[30:35] = 1.0  # five blank off-grid samples: wrong
+    samples = {"images": images, "labels": labels, "split": split, "activations": rng.normal(size=(40, 16))}
+    thresholds = {"phase_single_min": 0.5, "phase_accuracy_min": 0.5, "phase_r2_min": 0.5}
+    row, _ = evaluate_checkpoint(samples, thresholds, umap_neighbors=5, seed=0)
+    assert row["accuracy"] == 1.0 and row["accuracy_ood"] == 1.0 and row["accuracy_offgrid"] == 0.5
 
 
 def test_corrupt_snapshot_is_a_clear_error(tmp_path):

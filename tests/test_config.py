@@ -42,6 +42,14 @@ def _broken(edit):
     ("edit", "message"),
     [
         (lambda c: c["bumps"]["grid"].update(increments=[0.0]), r"bumps\.grid\.increments\[0\].*less than or equal"),
+        (
+            lambda c: c["bumps"].setdefault("figures", {}).update(diagram_accuracy="accuracy_offgrid"),
+            r"bumps\.figures\.diagram_accuracy: accuracy_offgrid needs off-grid samples",
+        ),
+        (
+            lambda c: c["bumps"].setdefault("sampling", {}).update(num_samples_offgrid=8, offgrid_margin=20),
+            r"bumps\.sampling\.offgrid_margin: 20 leaves no interior",
+        ),
         (lambda c: c["bumps"]["grid"].update(increments=[-1]), r"bumps\.grid\.increments\[0\]"),
         (lambda c: c["bumps"]["grid"].update(increments=[40.0]), r"increment_x = 40.0 is larger than the canvas"),
         (lambda c: c["bumps"]["grid"].update(sigmas=[0]), r"bumps\.grid\.sigmas\[0\]"),

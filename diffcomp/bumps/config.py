@@ -88,6 +88,16 @@ def check_bumps(section: dict) -> None:
         raise ConfigError(
             f"bumps.figures.sigma_increments: {absent} not in bumps.grid.increments {increments} (empty panels)"
         )
+    sampling = section.get("sampling", {})
+    if figures.get("diagram_accuracy") == "accuracy_offgrid" and not sampling.get("num_samples_offgrid"):
+        raise ConfigError(
+            "bumps.figures.diagram_accuracy: accuracy_offgrid needs off-grid samples "
+            "(bumps.sampling.num_samples_offgrid > 0)"
+        )
+    if sampling.get("num_samples_offgrid") and not 0 <= sampling.get("offgrid_margin", 0) < size / 2:
+        raise ConfigError(
+            f"bumps.sampling.offgrid_margin: {sampling['offgrid_margin']} leaves no interior in [0, {size}]"
+        )
     attention = section.get("model", {}).get("attention_levels", [])
     levels = len(section.get("model", {}).get("block_out_channels", [64, 128, 256]))
     if any(level >= levels for level in attention):

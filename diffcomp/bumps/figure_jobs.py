@@ -55,7 +55,9 @@ def make_figure(kind: str, metrics_csv, outputs, *, options: dict, phases_run=No
         run, samples_dir, embeddings_npz = phases_run
         fig = figures.phases_figure(run_checkpoints(metrics, run, samples_dir, embeddings_npz), run)
     elif kind == "phase_diagram":
-        fig = figures.phase_diagram_figure(metrics, options["diagram_sigma"], how=how)
+        fig = figures.phase_diagram_figure(
+            metrics, options["diagram_sigma"], how=how, accuracy=options["diagram_accuracy"]
+        )
     elif kind == "sigma":
         fig = figures.sigma_figure(metrics, options["sigma_increments"] or None, how=how)
     elif kind == "imbalance":

@@ -628,7 +628,7 @@ def _trend_axis(ax, trend: pd.DataFrame, steps) -> None:
     top.set_xlabel("Spearman $\\rho$(increment, mean accuracy)", fontsize=7)
 
 
-def phase_diagram_figure(metrics, sigma: float, how: str = "best") -> Figure:
+def phase_diagram_figure(metrics, sigma: float, how: str = "best", accuracy: str = "accuracy") -> Figure:
     """Paper Fig. 4: accuracy and mean R^2 ((r2_x + r2_y)/2) over increment (y) x training step (x).
 
     Only hole-free datasets with increment_x == increment_y and an isotropic sigma equal to
@@ -642,8 +642,18 @@ def phase_diagram_figure(metrics, sigma: float, how: str = "best") -> Figure:
     Spearman's rho between increment and accuracy at each checkpoint above the accuracy heat map,
     and :func:`trend_text` (verdict, rho at the middle and final checkpoints, per-seed 95%
     interval with two or more seeds) in the title.
+
+    ``accuracy``: the metrics column shown and ranked, "accuracy" (at the training labels, the
+    paper's) or "accuracy_offgrid" (at labels shared by every run, on and off the training grid).
     """
     table = load_metrics(metrics)
+    if accuracy not in ("accuracy", "accuracy_offgrid"):
+        raise ValueError(f"accuracy must be 'accuracy' or 'accuracy_offgrid', got {accuracy!r}")
+    offgrid = accuracy == "accuracy_offgrid"
+    if offgrid:
+        if "accuracy_offgrid" not in table.columns:
+            raise ValueError("the metrics table has no accuracy_offgrid column (sampled without off-grid labels?)")
+        table = table.assign(accuracy=table["accuracy_offgrid"])
     grid = _isotropic_grid(table)
     grid = grid[np.isclose(grid["sigma_value"], float(sigma))]
     agg = _diagram_rows(grid, "increment", how)
@@ -654,8 +664,9 @@ def phase_diagram_figure(metrics, sigma: float, how: str = "best") -> Figure:
     trend = increment_trend(grid, sigma)
     if acc.shape[1]:
         _trend_axis(axes[0][0], trend, list(acc.columns))
+    where = ", accuracy at off-grid labels" if offgrid else ""
     fig.suptitle(
-        f"Phase diagram at $\\sigma$ = {sigma:g} ({_how_text(how, _seed_count(grid))})\n{trend_text(trend)}",
+        f"Phase diagram at $\\sigma$ = {sigma:g} ({_how_text(how, _seed_count(grid))}{where})\n{trend_text(trend)}",
         fontsize=9,
     )
     return fig

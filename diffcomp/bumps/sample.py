@@ -35,6 +35,13 @@ def sampling_labels(table: pd.DataFrame, num_train: int, num_ood: int, seed: int
     return np.concatenate(parts), np.array(splits)
 
 
+def offgrid_labels(size: int, count: int, margin: float, seed: int) -> np.ndarray:
+    """``count`` labels uniform in [margin, size - margin]^2 (float32), the same for every run."""
+    if count and not 0 <= margin < size / 2:
+        raise ValueError(f"sampling.offgrid_margin = {margin} leaves no interior in a label space of size {size}")
+    return np.random.default_rng(seed).uniform(margin, size - margin, (count, 2)).astype(np.float32)
+
+
 @torch.no_grad()
 def generate(
     model: BumpDenoiser,
@@ -79,13 +86,19 @@ def sample_run(run: dict, sampling: dict, runtime: dict, labels_csv, train_dir, 
 
     ``run`` is the run's definition (diffcomp.bumps.train.semantic_config), ``sampling`` the
     config's sampling section, ``runtime`` its device/threads. Each file holds images (float16,
-    [0, 1]), labels (float32), split ('train'/'ood') and the hidden-layer activations (float16).
+    [0, 1]), labels (float32), split ('train'/'ood'/'offgrid') and the hidden-layer activations (float16).
     """
     device = resolve_device(runtime["device"])
     torch.set_num_threads(runtime["threads"])
     table = read_labels(labels_csv)
     seed = run["seed"]
     labels, splits = sampling_labels(table, sampling["num_samples"], sampling["num_samples_ood"], seed)
+    # off-grid labels after the others: the training and hole samples keep their noise
+    offgrid = offgrid_labels(
+        run["image_size"], sampling["num_samples_offgrid"], sampling["offgrid_margin"], sampling["offgrid_seed"]
+    )
+    labels = np.concatenate([labels, offgrid])
+    splits = np.concatenate([splits, np.full(len(offgrid), "offgrid")])
     model = BumpDenoiser.from_config(run).to(device)
     hidden = model.hidden_module(run["model"]["hidden_layer"])
 
