@@ -43,7 +43,10 @@ def _broken(edit):
     [
         (lambda c: c["bumps"]["grid"].update(increments=[0.0]), r"bumps\.grid\.increments\[0\].*less than or equal"),
         (
-            lambda c: c["bumps"].setdefault("figures", {}).update(diagram_accuracy="accuracy_offgrid"),
+            lambda c: (
+                c["bumps"].setdefault("figures", {}).update(diagram_accuracy="accuracy_offgrid"),
+                c["bumps"].setdefault("sampling", {}).update(num_samples_offgrid=0),
+            ),
             r"bumps\.figures\.diagram_accuracy: accuracy_offgrid needs off-grid samples",
         ),
         (
