@@ -5,7 +5,8 @@
 1. Training throughput: the pipeline's train_run vs a bare PyTorch loop (same model, batch,
    optimiser, loss, and the config's precision, compile mode, tf32, fused_optimizer and
    channels_last, listed under training.settings), interleaved in rounds so load changes hit both
-   alike. Both include the lazy torch.compile of the first step when compile is on.
+   alike. With compile on, one untimed warm-up step compiles first, so neither side's time
+   includes compilation (compiled code is reused within the process).
 1b. (--packed K) K independent same-shaped models trained in one process, one step of each in
    turn, and the same K models stacked into one vmapped module (diffcomp.packing: one batched
    forward, backward, AdamW and EMA step for all K), vs one model alone (bare loops, interleaved):
@@ -55,13 +56,9 @@ from diffcomp.training import (  # noqa: E402
     compile_options,
     gpu_settings,
     make_optimizer,
+    synchronize,
     uses_cuda_graphs,
 )
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def training_settings(training: dict, device: torch.device) -> dict:
@@ -118,6 +115,10 @@ class BareTrainer:
             snr = a.flatten() / (1 - a.flatten())
             per_sample = F.mse_loss(predicted, noise, reduction="none").mean(dim=(1, 2, 3))
             loss = (per_sample * torch.clamp(snr, max=self.gamma) / snr).mean()
+        self.update(loss)
+
+    def update(self, loss: torch.Tensor) -> None:
+        """Backward, AdamW step and EMA step, as the trainer does them."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -166,13 +167,7 @@ class StackedTrainer(BareTrainer):
         if self.gamma is not None:
             snr = a.flatten() / (1 - a.flatten())
             per_sample = per_sample * torch.clamp(snr, max=self.gamma) / snr
-        loss = per_sample.view(k, batch).mean(dim=1).sum()  # each model's mean loss; disjoint gradients
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.step(self.model.parameters())
-        self.loss = loss.detach()
+        self.update(per_sample.view(k, batch).mean(dim=1).sum())  # each model's mean loss; disjoint gradients
 
 
 def bare_loop_seconds(trainers: list[BareTrainer], steps: int, device: torch.device) -> float:
@@ -188,6 +183,16 @@ def bare_loop_seconds(trainers: list[BareTrainer], steps: int, device: torch.dev
     return time.perf_counter() - start
 
 
+def warm_up(section: dict, labels: np.ndarray, device: torch.device, k: int = 0) -> None:
+    """One untimed step of a single (and a K-stacked) model: with a compile mode on, torch.compile
+    compiles once per process and shape, so no timed side pays for it (the others reuse it)."""
+    if compile_options(section["training"], device) is None:
+        return
+    BareTrainer(section, labels, device).step()
+    if k:
+        StackedTrainer(section, labels, device, k).step()
+
+
 def bench_training(section, spec, steps, rounds, tmp: Path) -> dict:
     """Pipeline vs bare loop, alternating rounds; the pipeline includes EMA, logging and checkpoints."""
     device = resolve_device(section["training"]["device"])
@@ -197,6 +202,7 @@ def bench_training(section, spec, steps, rounds, tmp: Path) -> dict:
     write_csv(tmp / "labels.csv", table)
     labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
     section = {**section, "bench_sigma": list(dataset.sigma)}
+    warm_up(section, labels, device)
     pipeline, bare = [], []
     for r in range(rounds):
         run_section = copy.deepcopy(section)
@@ -228,6 +234,7 @@ def bench_packed(section, spec, steps: int, rounds: int, k: int) -> dict:
     table = dataset.labels()
     labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
     section = {**section, "bench_sigma": list(dataset.sigma)}
+    warm_up(section, labels, device, k)
     single, packed, stacked = [], [], []
     for r in range(rounds):
         jobs = [

@@ -71,12 +71,8 @@ from diffcomp.training import (  # noqa: E402
     make_optimizer,
     read_snapshots,
     resolve_device,
+    synchronize,
 )
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bare_loop_seconds(

@@ -18,7 +18,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-bench_out}"
 CONFIG="${CONFIG:-config.paper.yaml}"
 STEPS="${STEPS:-100}"
-# compiled runs include torch.compile's own time (tens of seconds on a GPU): run them longer
+# compiled settings: bench_bumps compiles in an untimed warm-up step; longer runs average out
+# CUDA-graph replays and the checkpoint at the end
 COMPILE_STEPS="${COMPILE_STEPS:-1000}"
 PACK="${PACK:-4}"
 mkdir -p "$OUT"

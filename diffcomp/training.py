@@ -224,6 +224,20 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
                 state["step"] = step.to(p.device if on_device else "cpu", torch.float32)
 
 
+def training_generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """A run's two generators, seeded from its seed: batch composition, and noise/timesteps."""
+    return (
+        torch.Generator(device=device).manual_seed(seed * 1_000_003 + 1),
+        torch.Generator(device=device).manual_seed(seed * 1_000_003 + 2),
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timing); nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def checkpoint_steps(total: int, every: int) -> list[int]:
     """The steps at which weights are kept for sampling: every ``every`` steps and the last one."""
     steps = list(range(every, total + 1, every))
@@ -430,9 +444,7 @@ def train(
         cfg["lr_schedule"], optimizer, num_warmup_steps=cfg["warmup_steps"], num_training_steps=cfg["steps"]
     )
     ema = EMAModel(parameters, decay=cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
-    # Separate generators for batch composition and for noise/timesteps, both seeded from the run.
-    data_rng = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 1)
-    noise_rng = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 2)
+    data_rng, noise_rng = training_generators(seed, device)
 
     step, loss_history, snapshot_steps = 0, [], []
     running_loss = torch.zeros((), device=device)  # loss summed since the last loss.csv row

@@ -41,6 +41,7 @@ from diffcomp.training import (  # noqa: F401
     read_snapshots,
     resolve_device,
     train,
+    training_generators,
 )
 
 log = logging.getLogger("diffcomp.train")
@@ -130,9 +131,8 @@ def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_af
             models.append(BumpDenoiser.from_config(run).to(device))
         model = StackedModels(models)
         train_labels = [torch.from_numpy(labels).to(device) for labels in labels_np]
-        # the trainer's per-run generators, as train() seeds them for a single run
-        data_rngs = [torch.Generator(device=device).manual_seed(r["seed"] * 1_000_003 + 1) for r in runs]
-        noise_rngs = [torch.Generator(device=device).manual_seed(r["seed"] * 1_000_003 + 2) for r in runs]
+        # each run's generators, seeded as train() seeds a single run's
+        data_rngs, noise_rngs = zip(*(training_generators(r["seed"], device) for r in runs), strict=True)
         batch_size = training["batch_size"]
         epsilon_loss = EpsilonLoss(ddpm_scheduler(runs[0]["diffusion"]), training["snr_gamma"], device)
 

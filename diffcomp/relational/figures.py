@@ -44,6 +44,15 @@ FAILURE_COLOURS = {"swapped": "#d62728", "one_wrong": "#ff7f0e", "both_wrong": "
 CORRECT_COLOUR = "#1a9850"
 WRONG_COLOUR = "#d73027"
 MIN_FONT_SIZE = 5.0
+# final train accuracy on the interventions figure's bars (and its legend entry)
+_TRAIN_MARKER = {
+    "linestyle": "",
+    "marker": "D",
+    "markersize": 3.5,
+    "markeredgewidth": 0.6,
+    "markeredgecolor": "white",
+    "color": "black",
+}
 # Audit x axes of the scatter figure: (column of final_points, axis label).
 SCATTER_AXES = (
     ("visual_completeness", "visual completeness (%)\n(mean of r1 and r2)"),
@@ -602,12 +611,7 @@ def interventions_figure(metrics, baseline: str) -> Figure:
         ax_bar.plot(
             position,
             rows["train_accuracy"].to_numpy(dtype=np.float64),
-            linestyle="",
-            marker="D",
-            markersize=3.5,
-            markeredgewidth=0.6,
-            markeredgecolor="white",
-            color="black",
+            **_TRAIN_MARKER,
             zorder=3,
             gid=f"train:{experiment}",
             label="_nolegend_",
@@ -669,19 +673,7 @@ def interventions_figure(metrics, baseline: str) -> Figure:
     ax_curve.set_title("test accuracy over training", fontsize=9)
     projected = [e for e, v in interventions.items() if v.startswith("projection-")]
     handles = [Patch(facecolor=colours[e], edgecolor="black", linewidth=0.4, label=labels[e]) for e in experiments]
-    handles.append(
-        Line2D(
-            [],
-            [],
-            linestyle="",
-            marker="D",
-            markersize=3.5,
-            markeredgewidth=0.6,
-            markeredgecolor="white",
-            color="black",
-            label="final train accuracy",
-        )
-    )
+    handles.append(Line2D([], [], **_TRAIN_MARKER, label="final train accuracy"))
     handles += [
         Line2D([], [], color="black", linestyle=styles[s][0], marker=styles[s][1], markersize=3, label=s)
         for s in splits
