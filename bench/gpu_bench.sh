@@ -39,6 +39,8 @@ bench bf16_eager --set precision=bf16
 bench fp32_tf32_fused --set tf32=true --set fused_optimizer=true
 BENCH_STEPS=$COMPILE_STEPS bench fp32_compile_default --set compile=default
 BENCH_STEPS=$COMPILE_STEPS bench fp32_reduce_overhead --set compile=reduce-overhead
+# whole-step CUDA graph (3 eager warm-up steps, then capture): in the pipeline only, its bare loop stays eager fp32
+BENCH_STEPS=$COMPILE_STEPS bench fp32_cuda_graph --set cuda_graph=true
 
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys

@@ -17,9 +17,9 @@ SECTIONS = ("bumps", "relational")
 
 
 # training keys that change how a job runs, not what it computes (left out of a run's fingerprint). compile,
-# fused_optimizer and channels_last (the last two only on CUDA) pick other kernels for the same arithmetic:
-# equal up to floating-point rounding, not bit-identical. precision and tf32 change the arithmetic itself
-# and are part of the fingerprint.
+# fused_optimizer, channels_last and cuda_graph (the last three only on CUDA) pick other kernels for the same
+# arithmetic: equal up to floating-point rounding, not bit-identical (cuda_graph: the capturable AdamW; on a
+# CPU it is bit-identical). precision and tf32 change the arithmetic itself and are part of the fingerprint.
 RUNTIME_KEYS = (
     "log_every",
     "device",
@@ -29,6 +29,7 @@ RUNTIME_KEYS = (
     "keep_resume_states",
     "fused_optimizer",
     "channels_last",
+    "cuda_graph",
 )
 
 

@@ -21,11 +21,13 @@ to an uninterrupted run on the CPU (tests/test_bumps_train.py and tests/test_rel
 kill runs and compare).
 
 GPU options (training keys, see diffcomp/schemas/common.schema.yaml): ``compile`` (a torch.compile
-mode), ``tf32``, ``fused_optimizer`` and ``channels_last``. Their defaults reproduce eager float32
-arithmetic with the default AdamW; the last three act only on a CUDA device. Switched on, none of
-them (nor bf16) is bit-identical to the eager float32 default, and a resumed run on a GPU is not
-guaranteed to be bit-identical to an uninterrupted one (kernel choices, autotuning and CUDA graphs
-may differ between processes).
+mode), ``tf32``, ``fused_optimizer``, ``channels_last`` and ``cuda_graph`` (the whole step captured
+in one CUDA graph and replayed, diffcomp.graphed_step). Their defaults reproduce eager float32
+arithmetic with the default AdamW; the last four act only on a CUDA device (on a CPU,
+``cuda_graph`` runs the same step code eagerly, bit-identical to the default). Switched on, none
+of them (nor bf16) is bit-identical to the eager float32 default on a GPU, and a resumed run on a
+GPU is not guaranteed to be bit-identical to an uninterrupted one (kernel choices, autotuning and
+CUDA graphs may differ between processes).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from diffcomp.config import RUNTIME_KEYS  # noqa: F401 (re-exported)
+from diffcomp.graphed_step import DeviceEMA, GraphedStep
 from diffcomp.io import atomic_path, write_csv, write_json
 
 log = logging.getLogger("diffcomp.train")
@@ -77,6 +80,12 @@ class TrainingTask:
     ``next_batch(generator)`` draws one batch with the data generator; ``loss(forward, batch,
     generator)`` returns the scalar loss, drawing noise and timesteps from the noise generator and
     calling ``forward`` (the model under autocast/compile) for predictions.
+
+    ``capturable``: the task declares that ``next_batch`` and ``loss`` run entirely on the
+    training device, without host synchronisation (no ``.item()``, no CPU tensors or CPU-side
+    randomness, no data-dependent shapes or Python branches on tensor values) and drawing only from
+    the trainer's and its own ``generators``, so ``training.cuda_graph`` may capture them in a CUDA
+    graph. Undeclared tasks are refused with ``cuda_graph`` on.
     """
 
     name: str  # for logs and messages, e.g. the dataset "inc0.5_sig1" (the seed is added)
@@ -87,6 +96,7 @@ class TrainingTask:
     max_grad_norm: float | None = None  # clip the gradient norm of the trained parameters
     # the task's own generators (e.g. one per model of a pack), saved and restored with the state
     generators: dict[str, torch.Generator] = field(default_factory=dict)
+    capturable: bool = False  # next_batch and loss can be captured in a CUDA graph (see above)
 
 
 # Semantic training keys added after runs existed: left out of the fingerprint at these values (their
@@ -164,6 +174,31 @@ def uses_cuda_graphs(options: dict | None) -> bool:
     return options is not None and options["mode"] in _WITHOUT_CUDA_GRAPHS
 
 
+def check_cuda_graph(cfg: dict, task: TrainingTask | None = None) -> bool:
+    """Whether ``training.cuda_graph`` is on; raises ValueError when it cannot be honoured.
+
+    Device-independent, so a configuration that would fail on a GPU fails on a CPU too, before
+    any training work: a ``compile`` mode that captures CUDA graphs itself (reduce-overhead,
+    max-autotune) cannot run inside a captured step, and a ``task`` must declare itself
+    ``capturable``.
+    """
+    if not cfg.get("cuda_graph", False):
+        return False
+    mode = compile_mode(cfg.get("compile", False))
+    if mode in _WITHOUT_CUDA_GRAPHS:
+        raise ValueError(
+            f"training.cuda_graph: true cannot be combined with training.compile: {mode}, which captures CUDA "
+            f"graphs of its own; use compile {_WITHOUT_CUDA_GRAPHS[mode]!r} (or none) with cuda_graph, or set "
+            "training.cuda_graph: false"
+        )
+    if task is not None and not task.capturable:
+        raise ValueError(
+            f"training.cuda_graph: true, but the training step of {task.name} is not declared capturable in a "
+            "CUDA graph (its batches or loss may need the host); set training.cuda_graph: false for it"
+        )
+    return True
+
+
 def gpu_settings(cfg: dict, device: torch.device) -> dict:
     """The effective TF32, fused-AdamW and channels-last settings of a job on ``device``.
 
@@ -196,9 +231,12 @@ def apply_tf32(tf32: bool | None) -> None:
     torch.backends.cudnn.allow_tf32 = tf32
 
 
-def make_optimizer(parameters, cfg: dict, settings: dict) -> torch.optim.AdamW:
-    """AdamW of the trained parameters; the fused CUDA kernel if ``settings`` asks for it."""
+def make_optimizer(parameters, cfg: dict, settings: dict, *, capturable: bool = False) -> torch.optim.AdamW:
+    """AdamW of the trained parameters; the fused CUDA kernel if ``settings`` asks for it, and
+    ``capturable`` (step counters and bias corrections on the device) for a CUDA-graphed step."""
     extra = {"fused": True} if settings["fused_optimizer"] else {}
+    if capturable:
+        extra["capturable"] = True
     return torch.optim.AdamW(parameters, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"], **extra)
 
 
@@ -423,6 +461,7 @@ def train(
     (tests): save a state and stop after that step. Returns the summary written to train.json.
     """
     cfg = training
+    cuda_graph = check_cuda_graph(cfg)  # a compile mode with CUDA graphs of its own is refused here
     seed = run["seed"]
     run_fingerprint = fingerprint(run)
     paths = RunPaths.for_run(out_dir, run)
@@ -435,15 +474,21 @@ def train(
     compile_kwargs = compile_options(cfg, device)
     torch.manual_seed(seed)  # model initialisation
     task = build(device)
+    check_cuda_graph(cfg, task)  # an undeclared task is refused before any training work
+    graphed = cuda_graph and device.type == "cuda"
+    if cuda_graph and not graphed:
+        log.warning("training.cuda_graph: CUDA graphs need a CUDA device; running the same step eagerly on %s", device)
     model = task.model
     if settings["channels_last"]:
         model.to(memory_format=torch.channels_last)  # in place: the parameters stay the same objects
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(parameters, cfg, settings)
+    optimizer = make_optimizer(parameters, cfg, settings, capturable=graphed)
     lr_schedule = get_scheduler(
         cfg["lr_schedule"], optimizer, num_warmup_steps=cfg["warmup_steps"], num_training_steps=cfg["steps"]
     )
-    ema = EMAModel(parameters, decay=cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
+    # the cuda_graph step keeps the EMA's step counter and decay on the device (same numbers, same state format)
+    ema_class = DeviceEMA if cuda_graph else EMAModel
+    ema = ema_class(parameters, decay=cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
     data_rng, noise_rng = training_generators(seed, device)
 
     step, loss_history, snapshot_steps = 0, [], []
@@ -455,6 +500,7 @@ def train(
         lr_schedule.load_state_dict(state["lr_schedule"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
+            ema.to(device=device)  # EMAModel takes the loaded (CPU) tensors as its weights
         data_rng.set_state(state["data_rng"])
         noise_rng.set_state(state["noise_rng"])
         for name, generator in task.generators.items():
@@ -495,11 +541,33 @@ def train(
 
     compiled = torch.compile(model, **compile_kwargs) if compile_kwargs is not None else model
     cuda_graphs = uses_cuda_graphs(compile_kwargs)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
+    # (a captured step must not keep autocast's cast-weight cache across replays; the values are the same)
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16", cache_enabled=not graphed
+    )
 
     def forward(*args):
         with autocast:
             return compiled(*args)
+
+    def training_step():
+        """One optimisation step; everything here may be captured in a CUDA graph (cuda_graph)."""
+        batch = task.next_batch(data_rng)
+        loss = task.loss(forward, batch, noise_rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if task.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, task.max_grad_norm)
+        optimizer.step()
+        if ema is not None:
+            ema.step(parameters)
+        running_loss.add_(loss.detach())
+
+    if graphed:
+        generators = [data_rng, noise_rng, *task.generators.values()]
+        run_step = GraphedStep(training_step, optimizer, generators, device, name=task.name)
+    else:
+        run_step = training_step
 
     keep_steps = set(checkpoint_steps(cfg["steps"], cfg["checkpoint_every"]))
     stop_watch = StopWatch(cfg["stop_margin_seconds"], slurm_end_time())
@@ -511,18 +579,9 @@ def train(
     while step < cfg["steps"]:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
-        batch = task.next_batch(data_rng)
-        loss = task.loss(forward, batch, noise_rng)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if task.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(parameters, task.max_grad_norm)
-        optimizer.step()
+        run_step()
         lr_schedule.step()
-        if ema is not None:
-            ema.step(parameters)
         step += 1
-        running_loss += loss.detach()
 
         at_checkpoint = step in keep_steps
         if step % cfg["log_every"] == 0 or at_checkpoint or step == cfg["steps"]:
@@ -563,6 +622,7 @@ def train(
         "precision": cfg["precision"],
         "compile": compile_kwargs["mode"] if compile_kwargs is not None else "none",
         **settings,
+        "cuda_graph": graphed,
         "steps_this_job": step - start_step,
         "seconds_this_job": elapsed,
         "steps_per_second": (step - start_step) / elapsed if elapsed > 0 else None,

@@ -79,7 +79,12 @@ def train_run(run: dict, runtime: dict, labels_csv, out_dir, *, stop_after_step:
             return epsilon_loss(forward, clean, labels, generator)
 
         return TrainingTask(
-            name=dataset.name, model=model, next_batch=next_batch, loss=loss, summary={"dataset": dataset.name}
+            name=dataset.name,
+            model=model,
+            next_batch=next_batch,
+            loss=loss,
+            summary={"dataset": dataset.name},
+            capturable=True,  # batches are drawn and rendered on the device (training.cuda_graph)
         )
 
     return train(build, run, training, out_dir, stop_after_step=stop_after_step)
@@ -162,6 +167,7 @@ def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_af
             loss=loss,
             summary={"pack": names},
             generators=generators,
+            capturable=True,
         )
 
     return train(build, pack, training, out_dir, stop_after_step=stop_after_step)

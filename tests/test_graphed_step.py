@@ -1,0 +1,382 @@
+"""training.cuda_graph: the graph-ready step (diffcomp.graphed_step) and its refusals, on the CPU.
+
+No GPU here: the CUDA capture and replay are not run. What is tested is everything the CPU can
+check: the device-side EMA equals diffusers' EMAModel bit for bit (and their states are
+interchangeable), a CPU run with cuda_graph on (the same step code, eager) equals the default run
+bit for bit and resumes bit-identically, and the configurations a graph cannot run are refused
+before any training work.
+"""
+
+import contextlib
+import copy
+import io
+import logging
+import types
+
+import pytest
+import torch
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file
+from test_bumps_pack import two_runs
+from test_bumps_train import tiny_run
+from test_relational_train import tiny_section
+
+from diffcomp.bumps.train import TrainingInterrupted, train_pack, train_run
+from diffcomp.config import RUNTIME_KEYS, ConfigError, validate_config
+from diffcomp.graphed_step import DeviceEMA, GraphedStep, check_generators
+from diffcomp.relational.config import run_definition
+from diffcomp.relational.train import train_relational_run
+from diffcomp.training import (
+    RunPaths,
+    TrainingTask,
+    check_cuda_graph,
+    fingerprint,
+    make_optimizer,
+)
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+
+
+# --------------------------------------------------------------------------------------------
+# the device-side EMA
+# --------------------------------------------------------------------------------------------
+def _parameters(seed: int) -> list[torch.nn.Parameter]:
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(7, 5), (5,), (3, 2, 3, 3), ()]
+    parameters = [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in shapes]
+    parameters[1].requires_grad_(False)  # EMAModel copies frozen parameters instead of averaging them
+    return parameters
+
+
+def _perturb(parameters, generator: torch.Generator) -> None:
+    """What an optimiser step does to the weights, as far as the EMA can tell."""
+    with torch.no_grad():
+        for p in parameters:
+            p.add_(0.1 * torch.randn(p.shape, generator=generator))
+
+
+def _round_trip(state: dict) -> dict:
+    """Through torch.save/load as the trainer's resume states go (weights_only, onto the CPU)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, map_location="cpu", weights_only=True)
+
+
+def _assert_same_ema(a, b) -> None:
+    assert a.optimization_step == b.optimization_step
+    assert len(a.shadow_params) == len(b.shadow_params)
+    for x, y in zip(a.shadow_params, b.shadow_params, strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"decay": 0.99}, {"decay": 0.9999}, {"decay": 0.999, "use_ema_warmup": True, "min_decay": 0.5}],
+    ids=["0.99", "0.9999", "warmup"],
+)
+def test_device_ema_equals_diffusers_bit_for_bit(options):
+    parameters = _parameters(0)
+    reference, device_ema = EMAModel(parameters, **options), DeviceEMA(parameters, **options)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(15):
+        _perturb(parameters, generator)
+        reference.step(parameters)
+        device_ema.step(parameters)
+        _assert_same_ema(reference, device_ema)
+    assert isinstance(device_ema.optimization_step, int) and device_ema.optimization_step == 15
+
+    # states are interchangeable: each class resumes from the other's saved state
+    saved_reference, saved_device = _round_trip(reference.state_dict()), _round_trip(device_ema.state_dict())
+    assert saved_reference.keys() == saved_device.keys()
+    assert {k: v for k, v in saved_reference.items() if k != "shadow_params"} == {
+        k: v for k, v in saved_device.items() if k != "shadow_params"
+    }
+    resumed_reference, resumed_device = EMAModel(parameters, **options), DeviceEMA(parameters, **options)
+    resumed_reference.load_state_dict(saved_device)
+    shadow = list(resumed_device.shadow_params)
+    resumed_device.load_state_dict(saved_reference)
+    # loaded in place: a captured graph keeps pointing at the right tensors
+    assert all(a is b for a, b in zip(shadow, resumed_device.shadow_params, strict=True))
+    for _ in range(15):
+        _perturb(parameters, generator)
+        for ema in (reference, device_ema, resumed_reference, resumed_device):
+            ema.step(parameters)
+        _assert_same_ema(reference, device_ema)
+        _assert_same_ema(reference, resumed_reference)
+        _assert_same_ema(reference, resumed_device)
+    assert resumed_device.optimization_step == 30
+
+
+def test_device_ema_decay_follows_diffusers_formula():
+    ema = DeviceEMA(_parameters(0), decay=0.9, update_after_step=2)
+    for step in range(12):
+        ema.optimization_step = step
+        assert ema.device_decay().dtype == torch.float64
+        assert ema.device_decay().item() == ema.get_decay(step)
+
+
+def test_device_ema_sampling_weights_round_trip():
+    """store / copy_to / restore (the trainer's sampling_weights) work on the inherited methods."""
+    parameters = _parameters(2)
+    ema = DeviceEMA(parameters, decay=0.9)
+    _perturb(parameters, torch.Generator().manual_seed(3))
+    ema.step(parameters)
+    before = [p.detach().clone() for p in parameters]
+    ema.store(parameters)
+    ema.copy_to(parameters)
+    assert all(torch.equal(p, s) for p, s in zip(parameters, ema.shadow_params, strict=True))
+    ema.restore(parameters)
+    assert all(torch.equal(p, b) for p, b in zip(parameters, before, strict=True))
+
+
+def test_device_ema_rejects_mismatched_state():
+    ema = DeviceEMA(_parameters(0), decay=0.9)
+    state = copy.deepcopy(ema.state_dict())
+    state["shadow_params"] = state["shadow_params"][:-1]
+    with pytest.raises(ValueError, match="do not match"):
+        ema.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------------------------
+# a CPU run with cuda_graph on: the same step code, eager, bit-identical
+# --------------------------------------------------------------------------------------------
+def _snapshots(out_dir) -> dict:
+    return {p.name: load_file(str(p)) for p in sorted((out_dir / "snapshots").glob("*.safetensors"))}
+
+
+def _assert_same_run(a, b) -> None:
+    snapshots_a, snapshots_b = _snapshots(a), _snapshots(b)
+    assert snapshots_a.keys() == snapshots_b.keys() and snapshots_a
+    for name, weights in snapshots_a.items():  # the EMA weights at every checkpoint
+        assert weights.keys() == snapshots_b[name].keys()
+        for key in weights:
+            assert torch.equal(weights[key], snapshots_b[name][key]), (name, key)
+    assert (a / "loss.csv").read_text() == (b / "loss.csv").read_text()
+
+
+def test_cpu_run_with_cuda_graph_equals_the_default_run(tmp_path, caplog):
+    _, run, runtime, labels = tiny_run(tmp_path, device="cpu")
+    train_run(run, runtime, labels, tmp_path / "default" / "train")
+    _, run_on, runtime_on, _ = tiny_run(tmp_path, device="cpu", cuda_graph=True)
+    assert run_on == run and runtime_on["cuda_graph"] is True  # a runtime key: the same run, the same fingerprint
+    with caplog.at_level(logging.WARNING, logger="diffcomp.train"):
+        summary = train_run(run_on, runtime_on, labels, tmp_path / "graph" / "train")
+    assert "training.cuda_graph: CUDA graphs need a CUDA device" in caplog.text
+    assert summary["cuda_graph"] is False  # the effective setting, as for the other GPU options
+    _assert_same_run(tmp_path / "default" / "train", tmp_path / "graph" / "train")
+
+
+@pytest.mark.parametrize("first_job", [True, False], ids=["graph-then-graph", "eager-then-graph"])
+def test_resume_with_cuda_graph_equals_uninterrupted(tmp_path, first_job):
+    _, run, runtime, labels = tiny_run(tmp_path, device="cpu")
+    reference = tmp_path / "a" / "train"
+    train_run(run, runtime, labels, reference)
+
+    on = {**runtime, "cuda_graph": True}
+    resumed = tmp_path / "b" / "train"
+    # step 5: between checkpoints (every 4) and loss.csv rows (every 2); the first job's EMA state
+    # (EMAModel's or DeviceEMA's) is resumed by a cuda_graph job
+    with pytest.raises(TrainingInterrupted, match="stopped at step 5/12"):
+        train_run(run, on if first_job else runtime, labels, resumed, stop_after_step=5)
+    summary = train_run(run, on, labels, resumed)
+    assert summary["steps_this_job"] == 7
+    _assert_same_run(reference, resumed)
+
+
+def test_cpu_pack_with_cuda_graph_equals_the_default_pack(tmp_path):
+    """A pack's step draws from its own generators (TrainingTask.generators) and averages stacked weights."""
+    runs, runtime, labels = two_runs(tmp_path)
+    train_pack(runs, runtime, labels, tmp_path / "default" / "train")
+    with pytest.raises(TrainingInterrupted):
+        train_pack(runs, {**runtime, "cuda_graph": True}, labels, tmp_path / "graph" / "train", stop_after_step=6)
+    train_pack(runs, {**runtime, "cuda_graph": True}, labels, tmp_path / "graph" / "train")
+    _assert_same_run(tmp_path / "default" / "train", tmp_path / "graph" / "train")
+
+
+# --------------------------------------------------------------------------------------------
+# refusals, before any training work
+# --------------------------------------------------------------------------------------------
+def test_check_cuda_graph_off_accepts_everything():
+    task = TrainingTask(name="t", model=torch.nn.Linear(1, 1), next_batch=None, loss=None)
+    for mode in (False, "reduce-overhead", "max-autotune"):
+        assert check_cuda_graph({"cuda_graph": False, "compile": mode}, task) is False
+    assert check_cuda_graph({}, task) is False
+
+
+@pytest.mark.parametrize("mode", [False, True, "none", "default", "max-autotune-no-cudagraphs"])
+def test_check_cuda_graph_accepts_compile_modes_without_graphs(mode):
+    task = TrainingTask(name="t", model=torch.nn.Linear(1, 1), next_batch=None, loss=None, capturable=True)
+    assert check_cuda_graph({"cuda_graph": True, "compile": mode}, task) is True
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graph_with_a_cuda_graph_compile_mode_is_refused_before_training(tmp_path, monkeypatch, mode):
+    with pytest.raises(
+        ValueError, match=rf"training\.cuda_graph: true cannot be combined with training\.compile: {mode}"
+    ):
+        check_cuda_graph({"cuda_graph": True, "compile": mode})
+    calls = []
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", lambda *a, **k: calls.append(1))
+    _, run, runtime, labels = tiny_run(tmp_path, device="cpu", cuda_graph=True, compile=mode)
+    out = tmp_path / "run" / "train"
+    with pytest.raises(ValueError, match=r"training\.cuda_graph"):
+        train_run(run, runtime, labels, out)  # on a CPU too, where the compile mode would fall back
+    assert not calls and not out.exists()
+    assert not list(RunPaths.for_run(out, run).state_dir.glob("state_step*.pt"))
+
+
+def test_undeclared_task_is_refused():
+    task = TrainingTask(name="some task", model=torch.nn.Linear(1, 1), next_batch=None, loss=None)
+    with pytest.raises(ValueError, match=r"training\.cuda_graph: true, but the training step of some task"):
+        check_cuda_graph({"cuda_graph": True}, task)
+
+
+def test_relational_run_with_cuda_graph_is_refused_before_training(tmp_path, monkeypatch):
+    section, runtime, icons = tiny_section(tmp_path)
+    run = run_definition(section, "baseline", "band", 0)
+    calls = []
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", lambda *a, **k: calls.append(1))
+    out = tmp_path / "run" / "train"
+    with pytest.raises(ValueError, match=r"training\.cuda_graph: true, but the training step of band"):
+        train_relational_run(run, {**runtime, "cuda_graph": True}, icons, out, train_csv=tmp_path / "train.csv")
+    assert not calls and not out.exists()
+    assert not list(RunPaths.for_run(out, run).state_dir.glob("state_step*.pt"))
+
+
+def test_graphed_step_needs_cuda_a_capturable_optimizer_and_device_generators():
+    model = torch.nn.Linear(2, 2)
+    plain = make_optimizer(model.parameters(), {"learning_rate": 1e-3, "weight_decay": 0.0}, {"fused_optimizer": False})
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        GraphedStep(lambda: None, plain, [], CPU)
+    with pytest.raises(ValueError, match="capturable=True"):
+        GraphedStep(lambda: None, plain, [], CUDA)
+    with pytest.raises(ValueError, match=r"training\.cuda_graph: the training step draws from a generator on cpu"):
+        check_generators([torch.Generator()], CUDA)
+    check_generators([torch.Generator()], CPU)
+
+
+class _FakeCuda:
+    """Stand-ins for the torch.cuda calls GraphedStep makes, recording them (no GPU here)."""
+
+    def __init__(self):
+        self.events, self.capturing, self.registered, self.replays = [], False, [], 0
+        fake = self
+
+        class Stream:
+            def __init__(self, device=None):
+                pass
+
+            def wait_stream(self, other):
+                fake.events.append("wait")
+
+        class Graph:
+            def register_generator_state(self, generator):
+                fake.registered.append(generator)
+
+            def replay(self):
+                fake.replays += 1
+
+        class Capture:
+            def __init__(self, graph):
+                pass
+
+            def __enter__(self):
+                fake.capturing = True
+
+            def __exit__(self, *exc):
+                fake.capturing = False
+
+        self.Stream, self.CUDAGraph, self.graph = Stream, Graph, Capture
+
+    @staticmethod
+    def stream(_stream):
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def device(_device):
+        return contextlib.nullcontext()
+
+    def current_stream(self, _device=None):
+        return self.Stream()
+
+    def synchronize(self, _device=None):
+        self.events.append("sync")
+
+
+def test_graphed_step_warms_up_captures_once_and_replays(monkeypatch):
+    """The capture bookkeeping, with torch.cuda replaced by fakes: eager warm-ups, one capture that
+    reads the lr from a device tensor, then replays that see the schedule's lr; generators registered."""
+    fake = _FakeCuda()
+    for name in ("Stream", "CUDAGraph", "graph", "stream", "device", "current_stream", "synchronize"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    model = torch.nn.Linear(2, 2)
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=True)
+    calls = []
+
+    def step():
+        lr = optimizer.param_groups[0]["lr"]
+        calls.append((fake.capturing, lr if isinstance(lr, float) else "tensor", model.weight.grad is None))
+
+    generators = [types.SimpleNamespace(device=CUDA), types.SimpleNamespace(device=CUDA)]  # "CUDA generators"
+    graphed = GraphedStep(step, optimizer, generators, CUDA, name="fake")
+    for _ in range(3):
+        graphed()
+    assert calls == [(False, 1e-3, False)] * 3 and fake.replays == 0 and graphed.graph is None
+    graphed()  # captures (grads cleared first, lr read from the tensor), then replays
+    assert calls[3] == (True, "tensor", True) and len(calls) == 4
+    assert optimizer.param_groups[0]["lr"] == 1e-3  # the schedule keeps its float
+    assert fake.replays == 1 and fake.registered == generators
+    assert graphed.lrs[0].item() == pytest.approx(1e-3)
+    optimizer.param_groups[0]["lr"] = 5e-4  # what the LR schedule does between steps
+    graphed()
+    graphed()
+    assert len(calls) == 4 and fake.replays == 3
+    assert graphed.lrs[0].item() == pytest.approx(5e-4)
+
+
+def test_graphed_step_names_a_failed_capture(monkeypatch):
+    fake = _FakeCuda()
+    for name in ("Stream", "CUDAGraph", "graph", "stream", "device", "current_stream", "synchronize"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3, capturable=True)
+
+    def step():
+        if fake.capturing:
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    graphed = GraphedStep(step, optimizer, [], CUDA, name="task x", warmup=1)
+    graphed()
+    with pytest.raises(RuntimeError, match=r"training\.cuda_graph: capturing the training step of task x failed"):
+        graphed()
+    assert optimizer.param_groups[0]["lr"] == 1e-3  # the float is put back
+
+
+def test_make_optimizer_capturable_flag():
+    model = torch.nn.Linear(2, 2)
+    cfg, settings = {"learning_rate": 1e-3, "weight_decay": 0.0}, {"fused_optimizer": False}
+    assert make_optimizer(model.parameters(), cfg, settings, capturable=True).param_groups[0]["capturable"]
+    assert not make_optimizer(model.parameters(), cfg, settings).param_groups[0]["capturable"]
+
+
+# --------------------------------------------------------------------------------------------
+# config
+# --------------------------------------------------------------------------------------------
+def test_cuda_graph_is_a_boolean_runtime_key_off_by_default():
+    from test_bumps_train import TINY
+
+    config = validate_config(TINY)
+    assert config["bumps"]["training"]["cuda_graph"] is False
+    assert "cuda_graph" in RUNTIME_KEYS
+    bad = copy.deepcopy(TINY)
+    bad["bumps"]["training"]["cuda_graph"] = "yes"
+    with pytest.raises(ConfigError, match=r"bumps\.training\.cuda_graph: 'yes' is not of type 'boolean'"):
+        validate_config(bad)
+
+
+def test_cuda_graph_leaves_the_fingerprint_alone(tmp_path):
+    _, run, _, _ = tiny_run(tmp_path)
+    _, run_on, _, _ = tiny_run(tmp_path, cuda_graph=True)
+    assert "cuda_graph" not in run["training"]
+    assert fingerprint(run_on) == fingerprint(run)
