@@ -11,8 +11,8 @@
    turn, and the same K models stacked into one vmapped module (diffcomp.packing: one batched
    forward, backward, AdamW and EMA step for all K), vs one model alone (bare loops, interleaved):
    aggregate steps/s = K * steps / time; and the sampling time of one checkpoint (load the
-   weights, sample the configured number of labels with the configured sampler), per model and
-   for all K.
+   weights, sample the configured number of labels with the configured sampler and
+   sampling.precision), per model and for all K.
 2. Sampling: DDIM-k vs the full DDPM chain for the same model and labels.
 3. Label prediction (Algorithm 1) throughput, images/s.
 4. Evaluation per checkpoint: the first UMAP fit in a fresh process (numba compile or cache)
@@ -261,7 +261,8 @@ def bench_packed(section, spec, steps: int, rounds: int, k: int) -> dict:
     }
 
     # One checkpoint's sampling per model, as the sampling job does it: load the weights into an
-    # eager model, then sample num_samples + num_samples_ood labels with the configured sampler.
+    # eager model, then sample num_samples + num_samples_ood labels with the configured sampler and
+    # precision (sampling.precision; the trainers above already applied the run's tf32).
     sampling = section["sampling"]
     n = sampling["num_samples"] + (sampling["num_samples_ood"] if len(table.split.unique()) > 1 else 0)
     sample_labels = np.random.default_rng(0).uniform(0, section["image_size"], (n, 2)).astype(np.float32)
@@ -282,12 +283,14 @@ def bench_packed(section, spec, steps: int, rounds: int, k: int) -> dict:
             hidden=hidden,
             activation_step=sampling["activation_step"],
             device=device,
+            precision=sampling["precision"],
         )
     synchronize(device)
     seconds = time.perf_counter() - start
     out.update(
         samples_per_checkpoint=n,
         sampler=f"{sampling['sampler']}-{inference_steps(section['diffusion'], sampling)}",
+        sample_precision=sampling["precision"],
         sample_seconds_per_checkpoint_per_model=seconds / k,
         sample_seconds_per_checkpoint_all_models=seconds,
     )

@@ -1,7 +1,14 @@
-"""Sampling at every kept checkpoint of a run, recording a hidden layer's activations."""
+"""Sampling at every kept checkpoint of a run, recording a hidden layer's activations.
+
+``sampling.precision`` bf16 runs the reverse chain's UNet forward passes under
+``torch.autocast(bfloat16)`` (on any device); the scheduler arithmetic, the noise and the returned
+images stay float32. The job also applies the run's ``training.tf32`` the way training does (CUDA
+only; unset = PyTorch's defaults). fp32 with tf32 unset is the eager float32 chain.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -12,9 +19,20 @@ import torch
 from diffcomp.bumps.data import read_labels
 from diffcomp.bumps.model import BumpDenoiser, hook_activations, sampling_scheduler
 from diffcomp.diffusion import inference_steps
-from diffcomp.training import resolve_device, sample_checkpoints
+from diffcomp.training import apply_tf32, gpu_settings, resolve_device, sample_checkpoints
 
 log = logging.getLogger("diffcomp.sample")
+
+SAMPLING_PRECISIONS = ("fp32", "bf16")
+
+
+def forward_precision(precision: str, device: torch.device):
+    """The context the sampler's forward passes run in: none for fp32, bf16 autocast for bf16."""
+    if precision not in SAMPLING_PRECISIONS:
+        raise ValueError(f"sampling.precision must be one of {SAMPLING_PRECISIONS}, not {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def sampling_labels(table: pd.DataFrame, num_train: int, num_ood: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,8 +72,14 @@ def generate(
     hidden: torch.nn.Module,
     activation_step: int,
     device: torch.device,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run the reverse chain for every label; returns images in [0, 1] (N, S, S) and activations (N, D)."""
+    """Run the reverse chain for every label; returns images in [0, 1] (N, S, S) and activations (N, D).
+
+    ``precision`` "bf16": the model's forward passes under bf16 autocast; its output is cast back to
+    float32 before the scheduler step, so the chain's state, its noise and the images stay float32.
+    """
+    autocast = forward_precision(precision, device)
     model.eval()
     size = model.image_size
     scheduler.set_timesteps(num_inference_steps)
@@ -71,8 +95,10 @@ def generate(
             x = torch.randn((len(batch), 1, size, size), generator=generator, device=device)
             for t in timesteps:
                 active[0] = t.item() == record_at
-                eps = model(x, t.expand(len(batch)).to(device), batch)
-                x = scheduler.step(eps, t, x, generator=generator).prev_sample
+                with autocast:
+                    eps = model(x, t.expand(len(batch)).to(device), batch)
+                # (a no-op in fp32; under bf16 the scheduler, and the noise it draws, stay float32)
+                x = scheduler.step(eps.float(), t, x, generator=generator).prev_sample
             active[0] = False
             images.append(((x.clamp(-1, 1) + 1) / 2).squeeze(1).float().cpu().numpy())
             activations.append(store.pop().numpy())
@@ -84,12 +110,18 @@ def generate(
 def sample_run(run: dict, sampling: dict, runtime: dict, labels_csv, train_dir, out_dir) -> list[Path]:
     """Sample every checkpoint of a finished run into ``out_dir/step{N}.npz``; returns the files written.
 
-    ``run`` is the run's definition (diffcomp.bumps.train.semantic_config), ``sampling`` the
-    config's sampling section, ``runtime`` its device/threads. Each file holds images (float16,
+    ``run`` is the run's definition (diffcomp.bumps.train.semantic_config; its ``training.tf32`` is
+    applied on CUDA), ``sampling`` the config's sampling section (``precision``: see
+    :func:`generate`), ``runtime`` its device/threads. Each file holds images (float16,
     [0, 1]), labels (float32), split ('train'/'ood'/'offgrid') and the hidden-layer activations (float16).
     """
     device = resolve_device(runtime["device"])
     torch.set_num_threads(runtime["threads"])
+    # the run's TF32 setting, as its training applied it (CUDA only; unset = PyTorch's defaults)
+    tf32 = gpu_settings({"tf32": run["training"].get("tf32")}, device)["tf32"]
+    apply_tf32(tf32)
+    precision = sampling.get("precision", "fp32")
+    log.info("sampling on %s: precision %s, tf32 %s", device, precision, "unset" if tf32 is None else tf32)
     table = read_labels(labels_csv)
     seed = run["seed"]
     labels, splits = sampling_labels(table, sampling["num_samples"], sampling["num_samples_ood"], seed)
@@ -114,6 +146,7 @@ def sample_run(run: dict, sampling: dict, runtime: dict, labels_csv, train_dir, 
             hidden=hidden,
             activation_step=sampling["activation_step"],
             device=device,
+            precision=precision,
         )
         return {
             "images": images.astype(np.float16),
