@@ -7,6 +7,8 @@
    channels_last, listed under training.settings), interleaved in rounds so load changes hit both
    alike. With compile on, one untimed warm-up step compiles first, so neither side's time
    includes compilation (compiled code is reused within the process).
+   Also the FLOPs of one step's forward and backward (FlopCounterMode), images/s, achieved
+   TFLOP/s and the fraction of the device's dense bf16 peak (known GPUs, or --peak-tflops).
 1b. (--packed K) K independent same-shaped models trained in one process, one step of each in
    turn, and the same K models stacked into one vmapped module (diffcomp.packing: one batched
    forward, backward, AdamW and EMA step for all K), vs one model alone (bare loops, interleaved):
@@ -68,6 +70,8 @@ def training_settings(training: dict, device: torch.device) -> dict:
         "precision": training["precision"],
         "compile": options["mode"] if options is not None else "none",
         **gpu_settings(training, device),
+        # the pipeline's whole-step graph (its bare loop stays eager); on a CPU the step runs eagerly
+        "cuda_graph": bool(training.get("cuda_graph", False)) and device.type == "cuda",
     }
 
 
@@ -193,7 +197,48 @@ def warm_up(section: dict, labels: np.ndarray, device: torch.device, k: int = 0)
         StackedTrainer(section, labels, device, k).step()
 
 
-def bench_training(section, spec, steps, rounds, tmp: Path) -> dict:
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, by a substring of
+# torch.cuda.get_device_name(); --peak-tflops overrides (other GPUs, clocks, or a CPU).
+BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 125.0}
+
+
+def bf16_peak_tflops(device: torch.device, override: float | None = None) -> float | None:
+    """The device's dense bf16 peak in TFLOP/s: ``override``, else looked up by name (None if unknown)."""
+    if override is not None:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
+
+
+def training_flops(section: dict, labels: np.ndarray, device: torch.device) -> float:
+    """FLOPs of one training step's forward and backward (torch's FlopCounterMode: matmuls,
+    convolutions and attention; the optimiser, norms and elementwise work are not counted, as in
+    the usual model-FLOPs utilisation)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    training = {**section["training"], "compile": False}  # count the eager graph's operations
+    trainer = BareTrainer({**section, "training": training}, labels, device)
+    with FlopCounterMode(display=False) as counter:
+        trainer.step()
+    return float(counter.get_total_flops())
+
+
+def utilisation(section: dict, labels: np.ndarray, device: torch.device, steps_per_s: float, peak) -> dict:
+    """Images/s, achieved TFLOP/s and the fraction of the device's bf16 peak at ``steps_per_s``."""
+    flops = training_flops(section, labels, device)
+    achieved = flops * steps_per_s / 1e12
+    return {
+        "flops_per_step": flops,
+        "images_per_s": steps_per_s * section["training"]["batch_size"],
+        "achieved_tflops": achieved,
+        "bf16_peak_tflops": peak,
+        "fraction_of_bf16_peak": achieved / peak if peak else None,
+    }
+
+
+def bench_training(section, spec, steps, rounds, tmp: Path, peak_tflops: float | None = None) -> dict:
     """Pipeline vs bare loop, alternating rounds; the pipeline includes EMA, logging and checkpoints."""
     device = resolve_device(section["training"]["device"])
     torch.set_num_threads(section["training"]["threads"])
@@ -222,6 +267,8 @@ def bench_training(section, spec, steps, rounds, tmp: Path) -> dict:
         "pipeline_steps_per_s": steps / p,
         "bare_steps_per_s": steps / b,
         "pipeline_vs_bare": b / p,
+        # of the pipeline's rate
+        **utilisation(section, labels, device, steps / p, bf16_peak_tflops(device, peak_tflops)),
     }
 
 
@@ -407,6 +454,11 @@ def main(argv=None) -> None:
         "(YAML values; the config is validated again)",
     )
     parser.add_argument("--training-only", action="store_true", help="skip the sampling and evaluation benches")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="the device's dense bf16 peak in TFLOP/s for fraction_of_bf16_peak (default: looked up for known GPUs)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -424,7 +476,7 @@ def main(argv=None) -> None:
     spec = {"image_size": section["image_size"], **specs[args.dataset or next(iter(specs))]}
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}", "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
-        results["training"] = bench_training(section, spec, args.steps, args.rounds, Path(tmp))
+        results["training"] = bench_training(section, spec, args.steps, args.rounds, Path(tmp), args.peak_tflops)
     if args.packed:
         results["packed"] = bench_packed(section, spec, args.steps, args.rounds, args.packed)
     if not args.training_only:

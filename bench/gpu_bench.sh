@@ -51,7 +51,9 @@ for path in sorted(out.glob("*.json")):
     t, p = data.get("training", {}), data.get("packed", {})
     rows.append(
         f"{path.stem:24s} pipeline {t.get('pipeline_steps_per_s', float('nan')):7.1f}  "
-        f"bare {t.get('bare_steps_per_s', float('nan')):7.1f} steps/s"
+        f"bare {t.get('bare_steps_per_s', float('nan')):7.1f} steps/s  "
+        f"{t.get('images_per_s', float('nan')):8.0f} images/s  "
+        f"{(t.get('fraction_of_bf16_peak') or float('nan')):6.1%} of bf16 peak"
         + (
             f"  | K={p['models']}: in turn {p['packed_aggregate_steps_per_s']:.1f}, "
             f"stacked {p['stacked_aggregate_steps_per_s']:.1f} model-steps/s"
