@@ -357,6 +357,23 @@ def test_increment_trend_states_spearman_rho(tmp_path):
     _save(fig, tmp_path)
 
 
+def test_trend_verdict_counts_from_the_middle_checkpoint():
+    """Six checkpoints: the middle one is the fourth (the later of the two middle ones). A reversed
+    order before it does not matter; one from it on does."""
+    steps = [200, 400, 600, 800, 1000, 1200]
+    right, reversed_ = [0.6, 0.4, 0.2], [0.2, 0.4, 0.6]  # accuracy of increments 0.5, 1, 2
+
+    def table(orders):
+        return _trend_metrics(
+            {(inc, 0): [order[k] for order in orders] for k, inc in enumerate([0.5, 1.0, 2.0])}, steps=steps
+        )
+
+    early = F.trend_text(F.increment_trend(table([reversed_] * 3 + [right] * 3), sigma=1.0))
+    assert early.startswith("smaller increments learn faster") and "-1.00 at step 800 (middle)" in early
+    late = F.trend_text(F.increment_trend(table([right] * 3 + [reversed_] + [right] * 2), sigma=1.0))
+    assert late.startswith("no clear order") and "+1.00 from the middle step on" in late
+
+
 def test_increment_trend_verdicts():
     rising = {(inc, 0): [0.1 * k * inc, 0.2 * k * inc, 0.3 * k * inc] for k, inc in enumerate([1.0, 2.0, 4.0], 1)}
     trend = F.increment_trend(_trend_metrics(rising), sigma=1.0)

@@ -570,8 +570,9 @@ def increment_trend(metrics, sigma: float) -> pd.DataFrame:
 
 
 def _middle_on(trend: pd.DataFrame) -> pd.DataFrame:
-    """The checkpoints from the middle one on (the middle of an even count is the earlier of the two)."""
-    return trend.iloc[(len(trend) - 1) // 2 :]
+    """The checkpoints from the middle one on. The middle of an even count is the later of the two,
+    as issue #11 reads it (step 800 of the quick set's 200, 400, ..., 1,200)."""
+    return trend.iloc[len(trend) // 2 :]
 
 
 def trend_text(trend: pd.DataFrame) -> str:
