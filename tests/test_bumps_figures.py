@@ -357,6 +357,56 @@ def test_increment_trend_states_spearman_rho(tmp_path):
     _save(fig, tmp_path)
 
 
+def _interval_rows(accuracy: dict, n: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"increment": inc, "seed": seed, "accuracy": acc, "n_samples": n} for (inc, seed), acc in accuracy.items()]
+    )
+
+
+@pytest.mark.filterwarnings("ignore:An input array is constant")  # scipy, on the reference's tied draws
+def test_sampling_interval_is_the_percentiles_of_redrawn_spearman_rhos():
+    from scipy.stats import spearmanr
+
+    accuracy = {(0.5, 0): 0.30, (0.5, 1): 0.20, (1.0, 0): 0.25, (1.0, 1): 0.22, (2.0, 0): 0.2, (2.0, 1): 0.1}
+    rows = _interval_rows(accuracy, 40)
+    low, high = F.sampling_interval(rows)
+    assert (low, high) == F.sampling_interval(rows)  # seeded
+    # by hand: the same draws, each seed's accuracy redrawn, the mean per increment, scipy's rho
+    draws = np.random.default_rng(0).binomial(40, rows["accuracy"].to_numpy(), (F.NOISE_DRAWS, len(rows))) / 40
+    means = np.stack([draws[:, rows["increment"].to_numpy() == inc].mean(axis=1) for inc in (0.5, 1.0, 2.0)], axis=1)
+    rhos = np.array([spearmanr([0.5, 1.0, 2.0], m).statistic for m in means])
+    expected = np.percentile(rhos[np.isfinite(rhos)], [2.5, 97.5])
+    assert (low, high) == pytest.approx(tuple(expected))
+    assert low <= spearman_of_means(accuracy) <= high and high - low > 1.0  # 40 samples each: wide
+    # many samples per accuracy: the interval shrinks to the order itself
+    assert F.sampling_interval(_interval_rows(accuracy, 100_000)) == (-1.0, -1.0)
+    # no counts, or fewer than three increments: no interval
+    assert np.isnan(F.sampling_interval(rows.drop(columns="n_samples"))).all()
+    assert np.isnan(F.sampling_interval(rows.assign(n_samples=np.nan))).all()
+    assert np.isnan(F.sampling_interval(rows[rows["increment"] < 2])).all()
+
+
+def spearman_of_means(accuracy: dict) -> float:
+    incs = sorted({inc for inc, _ in accuracy})
+    return F.spearman_rho(incs, [np.mean([a for (i, _), a in accuracy.items() if i == inc]) for inc in incs])
+
+
+def test_trend_text_states_the_sampling_interval_with_sample_counts():
+    accuracy = {(inc, 0): [0.05 * k, 0.1 * k, 0.2 * k] for k, inc in enumerate([4.0, 2.0, 1.0, 0.5], 1)}
+    metrics = _trend_metrics(accuracy)
+    assert "sampling noise" not in F.trend_text(F.increment_trend(metrics, sigma=1.0))
+    trend = F.increment_trend(metrics.assign(n_samples=500), sigma=1.0)
+    assert trend["rho"].tolist() == pytest.approx([-1.0] * 3)
+    assert (trend["rho_noise_hi"] <= trend["rho"] + 1.5).all() and (trend["rho_noise_lo"] >= -1.0).all()
+    text = F.trend_text(trend)
+    lo, hi = trend["rho_noise_lo"].iloc[-1], trend["rho_noise_hi"].iloc[-1]
+    assert "95% interval of $\\rho$ under sampling noise: " in text and f"{lo:+.2f} to {hi:+.2f} at step 600" in text
+    # the off-grid diagram takes the off-grid counts
+    table = metrics.assign(accuracy_offgrid=metrics["accuracy"], n_samples=5, n_offgrid=100_000)
+    title = F.phase_diagram_figure(table, 1.0, accuracy="accuracy_offgrid").get_suptitle()
+    assert "-1.00 to -1.00 at step 400" in title
+
+
 def test_trend_verdict_counts_from_the_middle_checkpoint():
     """Six checkpoints: the middle one is the fourth (the later of the two middle ones). A reversed
     order before it does not matter; one from it on does."""

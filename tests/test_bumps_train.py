@@ -272,6 +272,7 @@ def test_offgrid_accuracy_counts_only_the_offgrid_samples():
     thresholds = {"phase_single_min": 0.5, "phase_accuracy_min": 0.5, "phase_r2_min": 0.5}
     row, _ = evaluate_checkpoint(samples, thresholds, umap_neighbors=5, seed=0)
     assert row["accuracy"] == 1.0 and row["accuracy_ood"] == 1.0 and row["accuracy_offgrid"] == 0.5
+    assert (row["n_samples"], row["n_ood"], row["n_offgrid"]) == (20, 10, 10)
 
 
 def test_corrupt_snapshot_is_a_clear_error(tmp_path):

@@ -521,6 +521,47 @@ def spearman_rho(x, y) -> float:
 
 # The trend is "clear" when |rho| reaches this at every checkpoint from the middle one on.
 TREND_RHO = 0.8
+# Redraws of the accuracies behind the sampling interval of rho (seeded: a table gives one interval).
+NOISE_DRAWS = 4000
+
+
+def _rank_rows(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(values, axis=-1)  # average ranks for ties, as spearmanr
+
+
+def sampling_interval(rows: pd.DataFrame, seed: int = 0) -> tuple[float, float]:
+    """95% interval of Spearman's rho between increment and mean accuracy under the accuracies'
+    sampling noise: every accuracy redrawn as Binomial(n, accuracy) / n with n its ``n_samples``,
+    averaged over seeds per increment, rho recomputed; NOISE_DRAWS draws, seeded. The 2.5 and 97.5
+    percentiles of the draws whose rho is defined; NaN without sample counts or defined draws.
+
+    ``rows``: one checkpoint's rows (``increment``, ``accuracy``, ``n_samples``).
+    """
+    if "n_samples" not in rows.columns:
+        return float("nan"), float("nan")
+    rows = rows[np.isfinite(rows["accuracy"])]
+    if not (np.isfinite(rows["n_samples"]) & (rows["n_samples"] > 0)).all():
+        return float("nan"), float("nan")
+    increments = np.unique(rows["increment"].to_numpy(np.float64))
+    if len(increments) < 3:
+        return float("nan"), float("nan")
+    n = rows["n_samples"].to_numpy(np.int64)
+    accuracy = np.clip(rows["accuracy"].to_numpy(np.float64), 0.0, 1.0)
+    draws = np.random.default_rng(seed).binomial(n, accuracy, (NOISE_DRAWS, len(rows))) / n
+    which = np.searchsorted(increments, rows["increment"].to_numpy(np.float64))
+    means = np.stack([draws[:, which == k].mean(axis=1) for k in range(len(increments))], axis=1)
+    ranks_x, ranks_y = _rank_rows(increments), _rank_rows(means)
+    dx, dy = ranks_x - ranks_x.mean(), ranks_y - ranks_y.mean(axis=1, keepdims=True)
+    norm = np.sqrt((dy**2).sum(axis=1) * (dx**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(norm > 0, dy @ dx / norm, np.nan)
+    rho = rho[np.isfinite(rho)]
+    if rho.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.percentile(rho, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def increment_trend(metrics, sigma: float) -> pd.DataFrame:
@@ -531,10 +572,22 @@ def increment_trend(metrics, sigma: float) -> pd.DataFrame:
     accuracy over seeds (NaN with fewer than 3 increments); ``n_increments``; ``n_seeds``; and, from
     the same rank correlation computed within each seed, ``rho_seed_mean``, ``rho_seed_lo`` and
     ``rho_seed_hi`` (mean and two-sided 95% Student-t interval over seeds, as
-    :func:`aggregate_seeds`; the interval collapses to the mean with one seed). A negative rho
-    means that smaller increments have reached a higher accuracy (learn faster).
+    :func:`aggregate_seeds`; the interval collapses to the mean with one seed); and
+    ``rho_noise_lo``, ``rho_noise_hi``, its 95% interval under the accuracies' sampling noise
+    (:func:`sampling_interval`; NaN without an ``n_samples`` column). A negative rho means that
+    smaller increments have reached a higher accuracy (learn faster).
     """
-    columns = ["step", "rho", "n_increments", "n_seeds", "rho_seed_mean", "rho_seed_lo", "rho_seed_hi"]
+    columns = [
+        "step",
+        "rho",
+        "n_increments",
+        "n_seeds",
+        "rho_seed_mean",
+        "rho_seed_lo",
+        "rho_seed_hi",
+        "rho_noise_lo",
+        "rho_noise_hi",
+    ]
     grid = _isotropic_grid(load_metrics(metrics))
     grid = grid[np.isclose(grid["sigma_value"], float(sigma))].copy()
     if grid.empty:
@@ -555,6 +608,7 @@ def increment_trend(metrics, sigma: float) -> pd.DataFrame:
             }
         )
         spread = aggregate_seeds(seed_rho, ["step"], ["rho"], how="mean").iloc[0]
+        noise_lo, noise_hi = sampling_interval(of_step)
         rows.append(
             {
                 "step": step,
@@ -564,6 +618,8 @@ def increment_trend(metrics, sigma: float) -> pd.DataFrame:
                 "rho_seed_mean": spread["rho"],
                 "rho_seed_lo": float(np.clip(spread["rho_lo"], -1.0, 1.0)),
                 "rho_seed_hi": float(np.clip(spread["rho_hi"], -1.0, 1.0)),
+                "rho_noise_lo": noise_lo,
+                "rho_noise_hi": noise_hi,
             }
         )
     return pd.DataFrame(rows, columns=columns)
@@ -581,7 +637,8 @@ def trend_text(trend: pd.DataFrame) -> str:
     The verdict ("smaller increments learn faster", "larger increments learn faster" or "no clear
     order of increments") holds when rho is at most -TREND_RHO (at least +TREND_RHO) at every
     checkpoint from the middle one on; then rho of the mean accuracy at the middle and the final
-    checkpoint, and with two or more seeds the per-seed rho's mean and 95% interval there.
+    checkpoint with its 95% interval under sampling noise (when the table has sample counts), and
+    with two or more seeds the per-seed rho's mean and 95% interval there.
     Checkpoints without a rho (fewer than 3 increments, or every accuracy equal) are left out.
     """
     trend = trend[trend["rho"].notna()]
@@ -598,6 +655,7 @@ def trend_text(trend: pd.DataFrame) -> str:
     names = ["middle", "final"] if len(late) > 1 else ["final"]
     n_inc, n_seeds = int(late["n_increments"].min()), int(late["n_seeds"].max())
     seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
+
     lines = [
         f"{verdict} (Spearman $\\rho$ between increment and mean accuracy over {seeds}, {n_inc} increments)",
         "$\\rho$ = "
@@ -607,6 +665,14 @@ def trend_text(trend: pd.DataFrame) -> str:
         )
         + f"; at most {late['rho'].max():+.2f} from the middle step on",
     ]
+    if shown[["rho_noise_lo", "rho_noise_hi"]].notna().all(axis=None):
+        lines.append(
+            "95% interval of $\\rho$ under sampling noise: "
+            + ", ".join(
+                f"{row['rho_noise_lo']:+.2f} to {row['rho_noise_hi']:+.2f} at step {_fmt_step(row['step'])}"
+                for _, row in shown.iterrows()
+            )
+        )
     if n_seeds >= 2:
         lines.append(
             "per-seed $\\rho$: "
@@ -655,6 +721,11 @@ def phase_diagram_figure(metrics, sigma: float, how: str = "best", accuracy: str
         if "accuracy_offgrid" not in table.columns:
             raise ValueError("the metrics table has no accuracy_offgrid column (sampled without off-grid labels?)")
         table = table.assign(accuracy=table["accuracy_offgrid"])
+        # the counts behind the off-grid accuracies, for the trend's sampling interval
+        if "n_offgrid" in table.columns:
+            table = table.assign(n_samples=table["n_offgrid"])
+        else:
+            table = table.drop(columns="n_samples", errors="ignore")
     grid = _isotropic_grid(table)
     grid = grid[np.isclose(grid["sigma_value"], float(sigma))]
     agg = _diagram_rows(grid, "increment", how)

@@ -36,6 +36,10 @@ METRIC_COLUMNS = [
     "accuracy_ood",
     "accuracy_offgrid",  # not in the paper's table: accuracy at shared labels off the training grid
     "dataset",  # not in the paper's table; keeps grouping by dataset simple
+    # samples behind accuracy, accuracy_ood and accuracy_offgrid (their binomial noise)
+    "n_samples",
+    "n_ood",
+    "n_offgrid",
 ]
 
 
@@ -74,11 +78,13 @@ def evaluate_checkpoint(samples: dict, thresholds: dict, umap_neighbors: int, se
     row = {"accuracy": acc["joint"], "accuracy_x": acc["x"], "accuracy_y": acc["y"], **contour_fractions(counts[train])}
     rep = umap_r2(samples["activations"][train].astype(np.float32), samples["labels"][train], seed, umap_neighbors)
     row["r2_x"], row["r2_y"] = rep["r2_x"], rep["r2_y"]
+    row["n_samples"] = int(train.sum())
     for split in ("ood", "offgrid"):
         chosen = samples["split"] == split
         row[f"accuracy_{split}"] = (
             accuracy(samples["labels"][chosen], positions[chosen])["joint"] if chosen.any() else np.nan
         )
+        row[f"n_{split}"] = int(chosen.sum())
     r2_mean = np.nanmean([row["r2_x"], row["r2_y"]])
     row["phase"] = classify_phase(row["frac_single"], row["accuracy"], r2_mean, thresholds)
     return row, rep["embedding"].astype(np.float32)
