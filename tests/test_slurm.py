@@ -453,8 +453,10 @@ def _assert_resumed_bit_identical(case: TimeLimitCase, stopped_at: int):
 def test_training_past_its_time_limit_stops_itself_and_resumes_bit_identical(slurm, margin_case):
     """The preferred path: training reads the job's end time from squeue and stops stop_margin_seconds before it."""
     log, first, _ = _two_attempts(margin_case, slurm, "FAILED")
-    # Stopped by itself, before SLURM's limit: no SIGTERM, no TIMEOUT.
-    assert _seconds(first) < 60, first
+    # Stopped by itself: FAILED (exit 75), not TIMEOUT, so SLURM never had to kill it. slurmctld
+    # enforces limits on a 30-s cycle, so the attempt's length only bounds it: a loaded 2-core
+    # machine (CI, 2026-12-02) took 62 s for the stop's save and the in-job Snakemake's exit.
+    assert _seconds(first) < 90, first
     margin = margin_case.training["stop_margin_seconds"]
     # The first attempt's rule log (printed by Snakemake: show-failed-logs), and its SLURM log.
     stopped = re.search(rf"stopped at step (\d+)/\d+ \(within {margin:.0f} s of the job's end time\)", log)
