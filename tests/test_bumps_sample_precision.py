@@ -3,31 +3,19 @@
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL
+from test_bumps_train import TINY, tiny_run
 
 from diffcomp.bumps import sample as sample_module
-from diffcomp.bumps.config import dataset_specs, semantic_config
-from diffcomp.bumps.data import BumpDataset
 from diffcomp.bumps.model import BumpDenoiser, hook_activations, sampling_scheduler
 from diffcomp.bumps.sample import generate, sample_run
-from diffcomp.bumps.train import RUNTIME_KEYS, train_run
+from diffcomp.bumps.train import train_run
 from diffcomp.config import ConfigError, validate_config
-from diffcomp.io import write_csv
 
 CPU = torch.device("cpu")
-TINY = {
-    "bumps": {
-        "image_size": 8,
-        "datasets": [{"name": "tiny", "increment": 1.0, "sigma": 1.0}],
-        "model": TINY_MODEL,
-        "diffusion": {"num_train_timesteps": 20},
-        "training": {"steps": 4, "batch_size": 8, "warmup_steps": 1, "checkpoint_every": 4, "log_every": 2},
-        "sampling": {"num_samples": 8, "num_samples_ood": 2, "num_inference_steps": 4, "batch_size": 8},
-    }
-}
 
 
 def tiny_section(**sampling) -> dict:
+    """test_bumps_train's tiny bump study, with sampling overrides."""
     config = {"bumps": {**TINY["bumps"], "sampling": {**TINY["bumps"]["sampling"], **sampling}}}
     return validate_config(config)["bumps"]
 
@@ -123,13 +111,7 @@ def test_unknown_precision_is_refused():
 
 
 def test_sample_run_passes_precision_and_applies_the_runs_tf32(tmp_path, monkeypatch):
-    section = tiny_section()
-    section["training"]["tf32"] = True
-    spec = {"image_size": 8, **dataset_specs(section)["tiny"]}
-    labels = tmp_path / "labels.csv"
-    write_csv(labels, BumpDataset.from_config(spec, 8).labels())
-    run = semantic_config(section, spec, seed=3)
-    runtime = {k: section["training"][k] for k in RUNTIME_KEYS}
+    section, run, runtime, labels = tiny_run(tmp_path, tf32=True)
     train_run(run, runtime, labels, tmp_path / "train")
 
     applied, precisions = [], []
@@ -146,7 +128,7 @@ def test_sample_run_passes_precision_and_applies_the_runs_tf32(tmp_path, monkeyp
         run, {**section["sampling"], "precision": "bf16"}, runtime, labels, tmp_path / "train", tmp_path / "bf16"
     )
     assert applied == [None, None]  # tf32 acts on CUDA only: a CPU job leaves PyTorch's settings alone
-    assert precisions == ["fp32", "bf16"]
+    assert precisions == ["fp32"] * len(fp32) + ["bf16"] * len(bf16)  # one call per checkpoint
     with np.load(fp32[-1]) as a, np.load(bf16[-1]) as b:
         assert a["images"].dtype == b["images"].dtype == np.float16
         assert np.abs(a["images"].astype(np.float32) - b["images"].astype(np.float32)).mean() < 0.01
