@@ -13,6 +13,8 @@ every checkpoint with the same initial noise, so checkpoints differ by their wei
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -114,6 +116,73 @@ def build_model(run: dict, names: list[str], device: torch.device, *, init=None)
     return model.to(device), encoder
 
 
+@dataclass
+class RunInputs:
+    """A run's data, read and checked before any model is built (one run alone or in a pack)."""
+
+    run: dict
+    name: str  # for logs: the split's name, or "pretrain N{vocab}"
+    icons: np.ndarray  # (vocab, S, S) in [0, 1]
+    names: list[str]
+    captions: list[str]  # the training captions, looked up by index
+    triples: np.ndarray | None  # (top, bottom, relation) per caption; None when pretraining
+    init: Path | None  # the snapshot the run starts from
+    summary: dict
+
+    @property
+    def pretraining(self) -> bool:
+        return self.triples is None
+
+
+def read_run_inputs(run: dict, icons_npz, *, train_csv=None, init_dir=None) -> RunInputs:
+    """The icons, captions, triples and initial snapshot of a pair, projection or pretraining run."""
+    icons, names = load_icons(icons_npz)
+    icon_size = run["icon_size"]
+    if icons.shape[1:] != (icon_size, icon_size):
+        raise ValueError(f"{icons_npz}: icons are {icons.shape[1:]}, the run needs {icon_size} x {icon_size}")
+    if run["stage"] == "pretrain":
+        captions = [single_object_caption(n) for n in names]
+        triples = None
+        name = f"pretrain N{len(names)}"
+    else:
+        triples = read_split_triples(train_csv, names)
+        if len(triples) == 0:
+            raise ValueError(f"{train_csv}: no training triples")
+        captions = triple_captions(triples, names)
+        name = run["split"]["name"]
+    init = read_snapshots(init_dir)[-1][1] if init_dir is not None else None
+    summary = {"stage": run["stage"], "run": name, "captions": len(set(captions))}
+    return RunInputs(run, name, icons, names, captions, triples, init, summary)
+
+
+def build_run(inputs: RunInputs, batch_size: int, device: torch.device):
+    """(model, conditioner, next_batch) of a run on ``device``; the model's initial weights come from
+    torch's global RNG (seeded by the caller) unless the run starts from a snapshot.
+
+    ``next_batch(generator)`` draws ``batch_size`` training captions with ``generator`` and returns
+    their clean images (B, 1, 2S, S) in [-1, 1] and the captions' indices.
+    """
+    model, encoder = build_model(inputs.run, inputs.names, device, init=inputs.init)
+    conditioner = Conditioner(encoder, inputs.captions, device)
+    icons = torch.from_numpy(inputs.icons).to(device) * 2.0 - 1.0  # [-1, 1], 1 = white
+    blank = torch.ones_like(icons[0])
+    count = len(inputs.captions)
+    table = torch.from_numpy(inputs.triples).to(device) if inputs.triples is not None else None
+
+    def next_batch(generator: torch.Generator):
+        index = torch.randint(count, (batch_size,), generator=generator, device=device)
+        if table is None:
+            # pretraining: the noun's icon in the top or the bottom half, the other half blank
+            on_top = torch.randint(2, (batch_size, 1, 1), generator=generator, device=device).bool()
+            icon = icons[index]
+            top, bottom = torch.where(on_top, icon, blank), torch.where(on_top, blank, icon)
+        else:
+            top, bottom = icons[table[index, 0]], icons[table[index, 1]]
+        return torch.cat([top, bottom], dim=1).unsqueeze(1), index
+
+    return model, conditioner, next_batch
+
+
 def train_relational_run(
     run: dict,
     runtime: dict,
@@ -133,55 +202,26 @@ def train_relational_run(
     training keys in RUNTIME_KEYS. Returns the summary written to train.json.
     """
     training = {**run["training"], **{k: runtime[k] for k in RUNTIME_KEYS}}
-    icons_np, names = load_icons(icons_npz)
-    icon_size = run["icon_size"]
-    if icons_np.shape[1:] != (icon_size, icon_size):
-        raise ValueError(f"{icons_npz}: icons are {icons_np.shape[1:]}, the run needs {icon_size} x {icon_size}")
-    pretraining = run["stage"] == "pretrain"
-    if pretraining:
-        captions = [single_object_caption(n) for n in names]
-        triples = None
-        name = f"pretrain N{len(names)}"
-    else:
-        triples = read_split_triples(train_csv, names)
-        if len(triples) == 0:
-            raise ValueError(f"{train_csv}: no training triples")
-        captions = triple_captions(triples, names)
-        name = run["split"]["name"]
-    init = read_snapshots(init_dir)[-1][1] if init_dir is not None else None
+    inputs = read_run_inputs(run, icons_npz, train_csv=train_csv, init_dir=init_dir)
+    name, triples = inputs.name, inputs.triples
     contrastive = run.get("contrastive")
     if contrastive and image_encoder_dir is None:
         raise ValueError(f"{name}: a run with contrastive losses needs the trained image encoder (image_encoder_dir)")
     image_encoder = (
-        load_image_encoder(image_encoder_dir, icon_size, len(names), run["image_encoder"]) if contrastive else None
+        load_image_encoder(image_encoder_dir, run["icon_size"], len(inputs.names), run["image_encoder"])
+        if contrastive
+        else None
     )
-    summary = {"stage": run["stage"], "run": name, "captions": len(set(captions))}
+    summary = dict(inputs.summary)
     if contrastive:
-        partner, pair_key = caption_partners(triples, len(names))
+        partner, pair_key = caption_partners(triples, len(inputs.names))
         # triples whose other caption is also trained: the ones fake-to-fake can use
         summary["triples_with_both_captions"] = int((partner >= 0).sum())
         if contrastive["fake_to_fake"] and (partner < 0).all():
             log.warning("%s: no training triple has its other caption in the split; fake-to-fake is 0", name)
 
     def build(device: torch.device) -> TrainingTask:
-        model, encoder = build_model(run, names, device, init=init)
-        conditioner = Conditioner(encoder, captions, device)
-        icons = torch.from_numpy(icons_np).to(device) * 2.0 - 1.0  # [-1, 1], 1 = white
-        blank = torch.ones_like(icons[0])
-        batch_size = training["batch_size"]
-        table = torch.from_numpy(triples).to(device) if triples is not None else None
-
-        def next_batch(generator: torch.Generator):
-            index = torch.randint(len(captions), (batch_size,), generator=generator, device=device)
-            if pretraining:
-                # the noun's icon in the top or the bottom half, the other half blank
-                on_top = torch.randint(2, (batch_size, 1, 1), generator=generator, device=device).bool()
-                icon = icons[index]
-                top, bottom = torch.where(on_top, icon, blank), torch.where(on_top, blank, icon)
-            else:
-                top, bottom = icons[table[index, 0]], icons[table[index, 1]]
-            return torch.cat([top, bottom], dim=1).unsqueeze(1), index
-
+        model, conditioner, next_batch = build_run(inputs, training["batch_size"], device)
         epsilon_loss = EpsilonLoss(ddpm_scheduler(run["diffusion"]), training["snr_gamma"], device)
 
         auxiliary = None
