@@ -15,17 +15,28 @@ Two details make diffusers' UNets vmappable in torch 2.13:
 - On the CPU, scaled-dot-product attention has no vmap batching rule (PyTorch falls back to a
   per-model loop, with a warning); on a GPU this is what a benchmark has to measure.
 
-Not used by the workflow yet: ``bench/bench_bumps.py --packed K`` measures it against K models
-stepped in turn and one model alone.
+The workflow trains packs with ``bumps.pack_size`` (diffcomp.bumps.train.train_pack) and
+``relational.pack_size`` (diffcomp.relational.train.train_relational_pack); a pack's snapshots
+hold the stacked weights, and :func:`unpack_snapshots` writes one run's ``train/`` folder from
+them. ``bench/bench_bumps.py --packed K`` measures a pack against K models stepped in turn and
+one model alone.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import shutil
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call, stack_module_state
+
+from diffcomp.io import write_json
+from diffcomp.training import read_snapshots
 
 
 class VmapGroupNorm(nn.GroupNorm):
@@ -45,6 +56,8 @@ def vmappable(model: nn.Module) -> nn.Module:
         if type(child) is nn.GroupNorm:
             swapped = VmapGroupNorm(child.num_groups, child.num_channels, child.eps, child.affine)
             swapped.load_state_dict(child.state_dict())
+            for key, parameter in child.named_parameters():
+                swapped.get_parameter(key).requires_grad_(parameter.requires_grad)  # frozen stays frozen
             setattr(model, name, swapped.to(next(child.parameters(), torch.empty(0)).device))
         else:
             vmappable(child)
@@ -73,8 +86,12 @@ class StackedModels(nn.Module):
         params, buffers = stack_module_state(models)
         self.count = len(models)
         self.param_names, self.buffer_names = list(params), list(buffers)
+        # frozen parameters stay frozen (e.g. the base model under a trained text projection)
+        trained = {name: p.requires_grad for name, p in models[0].named_parameters()}
         for name, value in params.items():
-            self.register_parameter(stacked_key(name), nn.Parameter(value.detach().clone()))
+            self.register_parameter(
+                stacked_key(name), nn.Parameter(value.detach().clone(), requires_grad=trained[name])
+            )
         for name, value in buffers.items():
             self.register_buffer(stacked_key(name), value.detach().clone())
         self.state_keys = list(models[0].state_dict())  # without non-persistent buffers
@@ -101,3 +118,67 @@ class StackedModels(nn.Module):
         params, buffers = self._tensors()
         tensors = {**params, **buffers}
         return {name: tensors[name][k].detach().clone() for name in self.state_keys}
+
+
+def clip_grad_norm_per_model(parameters, max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` for each model of a stack: model k's gradients (index k of every stacked
+    parameter) are scaled to a total norm of at most ``max_norm``, as its own run would clip them.
+    Returns the K norms before clipping. No host synchronisation (it may run inside a CUDA graph)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(0)
+    squares = torch.stack([g.detach().float().flatten(1).pow(2).sum(dim=1) for g in grads]).sum(dim=0)
+    norms = squares.sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # torch.nn.utils.clip_grad_norm_'s coefficient
+    for g in grads:
+        g.mul_(scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+    return norms
+
+
+def pack_definition(runs: list[dict], shared_keys) -> dict:
+    """What determines a pack's weights: its runs, in order (the pack's seed is its first run's).
+    The runs must agree on ``shared_keys`` (a missing key counts as None)."""
+    if not runs:
+        raise ValueError("a pack needs at least one run")
+    for key in shared_keys:
+        if any(r.get(key) != runs[0].get(key) for r in runs):
+            raise ValueError(f"the runs of a pack must share their {key} settings")
+    return {"pack": runs, "seed": runs[0]["seed"]}
+
+
+def pack_training(training: dict, log) -> dict:
+    """The training keys of a pack: channels-last (a 4-D memory format) cannot apply to 5-D stacked weights."""
+    if training["channels_last"]:
+        log.warning("training.channels_last does not apply to a pack of stacked models; ignored")
+        return {**training, "channels_last": False}
+    return training
+
+
+def unpack_snapshots(pack_train_dir, index: int, names: list[str], out_dir) -> list[Path]:
+    """Write run ``index`` of a finished pack as a single run's train/ folder: its weights (the model
+    state keys ``names``) of every snapshot, and train.json (the pack's summary with the run's name
+    and position). Assembled in a temporary folder and renamed onto ``out_dir``; returns the
+    snapshot files. A pack's loss.csv holds the sum of its runs' losses, so a run gets none."""
+    pack_train_dir, out_dir = Path(pack_train_dir), Path(out_dir)
+    summary = json.loads((pack_train_dir / "train.json").read_text())
+    members = summary.get("pack", [])
+    if not 0 <= index < len(members):
+        raise ValueError(f"{pack_train_dir}: no run {index} in a pack of {len(members)}")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "snapshots").mkdir(parents=True)
+    written = []
+    for _, path in read_snapshots(pack_train_dir):
+        try:
+            stacked = load_file(str(path))
+            weights = {name: stacked[stacked_key(name)][index].contiguous() for name in names}
+        except Exception as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ValueError(f"pack snapshot {path} is corrupt or not this run's model: {err!r}") from None
+        save_file(weights, str(tmp / "snapshots" / path.name))
+        written.append(out_dir / "snapshots" / path.name)
+    run_summary = {k: v for k, v in summary.items() if k != "state_keys"}
+    write_json(tmp / "train.json", {**run_summary, "run": members[index], "pack_index": index})
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return written

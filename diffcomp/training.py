@@ -94,6 +94,8 @@ class TrainingTask:
     loss: Callable[[Callable, Any, torch.Generator], torch.Tensor]
     summary: dict = field(default_factory=dict)  # extra train.json entries
     max_grad_norm: float | None = None  # clip the gradient norm of the trained parameters
+    # clips the trained parameters' gradients instead (e.g. per model of a pack); no host sync
+    clip_gradients: Callable[[list[torch.Tensor]], Any] | None = None
     # the task's own generators (e.g. one per model of a pack), saved and restored with the state
     generators: dict[str, torch.Generator] = field(default_factory=dict)
     capturable: bool = False  # next_batch and loss can be captured in a CUDA graph (see above)
@@ -556,7 +558,9 @@ def train(
         loss = task.loss(forward, batch, noise_rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if task.max_grad_norm is not None:
+        if task.clip_gradients is not None:
+            task.clip_gradients(parameters)
+        elif task.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(parameters, task.max_grad_norm)
         optimizer.step()
         if ema is not None:

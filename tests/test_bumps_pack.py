@@ -10,6 +10,7 @@ from test_bumps_train import TINY
 from diffcomp.bumps.config import dataset_specs
 from diffcomp.bumps.data import BumpDataset
 from diffcomp.bumps.train import (
+    PACK_SHARED_KEYS,
     RUNTIME_KEYS,
     TrainingInterrupted,
     pack_definition,
@@ -99,4 +100,4 @@ def test_runs_of_different_shapes_do_not_pack(tmp_path):
     other = copy.deepcopy(runs[1])
     other["model"] = {**other["model"], "block_out_channels": [8, 8]}
     with pytest.raises(ValueError, match="must share their model settings"):
-        pack_definition([runs[0], other])
+        pack_definition([runs[0], other], PACK_SHARED_KEYS)

@@ -7,7 +7,7 @@ from torch import nn
 
 from diffcomp.bumps.model import BumpDenoiser
 from diffcomp.config import validate_config
-from diffcomp.packing import StackedModels, VmapGroupNorm
+from diffcomp.packing import StackedModels, VmapGroupNorm, stacked_key
 from diffcomp.relational.model import RelationalDenoiser
 
 K, B = 3, 4
@@ -110,3 +110,32 @@ def test_relational_denoisers_stack_too():
 def test_models_of_different_shapes_do_not_stack():
     with pytest.raises(ValueError, match="one architecture"):
         StackedModels([*bump_models(1), *bump_models(1, label_encoding_dim=16)])
+
+
+def test_per_model_clipping_is_each_models_own_clip_grad_norm():
+    from diffcomp.packing import clip_grad_norm_per_model
+
+    models = bump_models()
+    stacked = StackedModels(bump_models())
+    x, t, y = bump_inputs()
+    for k, model in enumerate(models):
+        model(x[k], t[k], y[k]).pow(2).mean().backward()
+    stacked(x, t, y).pow(2).mean(dim=(1, 2, 3, 4)).sum().backward()
+    expected_norms = torch.stack([torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05) for m in models])
+    norms = clip_grad_norm_per_model(list(stacked.parameters()), 0.05)
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-5, atol=0)
+    assert (expected_norms > 0.05).all()  # every model is clipped
+    for k, model in enumerate(models):
+        expected = {n: p.grad for n, p in model.named_parameters()}
+        for name in stacked.param_names:
+            torch.testing.assert_close(stacked.get_parameter(stacked_key(name)).grad[k], expected[name])
+
+
+def test_stacking_keeps_frozen_parameters_frozen():
+    models = bump_models(2)
+    for model in models:
+        model.requires_grad_(False)
+        model.unet.conv_out.requires_grad_(True)
+    stacked = StackedModels(models)
+    trained = [name for name, p in stacked.named_parameters() if p.requires_grad]
+    assert trained == ["unet__conv_out__weight", "unet__conv_out__bias"]

@@ -9,23 +9,18 @@ resume, EMA, the NaN and time-limit stops are the shared trainer's. Layout of on
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: F401 (the module the loss calls; tests patch F.mse_loss through it)
-from safetensors.torch import load_file, save_file
 
 from diffcomp.bumps.config import semantic_config  # noqa: F401 (re-exported)
 from diffcomp.bumps.data import BumpDataset, read_labels
 from diffcomp.bumps.model import BumpDenoiser, render_torch
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler
-from diffcomp.io import write_json
-from diffcomp.packing import StackedModels, stacked_key
+from diffcomp.packing import StackedModels, pack_definition, pack_training, unpack_snapshots
 
 # The shared trainer's names, re-exported: the rule scripts and tests import them from here.
 from diffcomp.training import (  # noqa: F401
@@ -93,14 +88,8 @@ def train_run(run: dict, runtime: dict, labels_csv, out_dir, *, stop_after_step:
 # --------------------------------------------------------------------------------------------
 # Packs: K runs trained as one stacked model in one job
 # --------------------------------------------------------------------------------------------
-def pack_definition(runs: list[dict]) -> dict:
-    """What determines a pack's weights: its runs, in order (the pack's seed is its first run's)."""
-    if not runs:
-        raise ValueError("a pack needs at least one run")
-    for key in ("model", "image_size", "diffusion", "training"):
-        if any(r[key] != runs[0][key] for r in runs):
-            raise ValueError(f"the runs of a pack must share their {key} settings")
-    return {"pack": runs, "seed": runs[0]["seed"]}
+# What the runs of a pack must share: the stacked models' shape and the trainer's settings.
+PACK_SHARED_KEYS = ("model", "image_size", "diffusion", "training")
 
 
 def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_after_step: int | None = None) -> dict:
@@ -113,12 +102,8 @@ def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_af
     single run only by the batched kernels' rounding. ``out_dir`` gets the stacked snapshots;
     :func:`unpack_run` writes one run's train/ folder from them.
     """
-    pack = pack_definition(runs)
-    training = {**runs[0]["training"], **{k: runtime[k] for k in RUNTIME_KEYS}}
-    if training["channels_last"]:
-        # channels-last is a 4-D memory format; stacked weights are 5-D
-        log.warning("training.channels_last does not apply to a pack of stacked models; ignored")
-        training["channels_last"] = False
+    pack = pack_definition(runs, PACK_SHARED_KEYS)
+    training = pack_training({**runs[0]["training"], **{k: runtime[k] for k in RUNTIME_KEYS}}, log)
     datasets = [BumpDataset.from_config(r["dataset"], r["image_size"]) for r in runs]
     labels_np = []
     for path in labels_csvs:
@@ -174,28 +159,5 @@ def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_af
 
 
 def unpack_run(pack_train_dir, index: int, run: dict, out_dir) -> list[Path]:
-    """Write run ``index`` of a finished pack as a single run's train/ folder (snapshots, train.json).
-
-    Assembled in a temporary folder and renamed onto ``out_dir``; returns the snapshot files.
-    """
-    pack_train_dir, out_dir = Path(pack_train_dir), Path(out_dir)
-    summary = json.loads((pack_train_dir / "train.json").read_text())
-    if not 0 <= index < len(summary.get("pack", [])):
-        raise ValueError(f"{pack_train_dir}: no run {index} in a pack of {len(summary.get('pack', []))}")
-    names = list(BumpDenoiser.from_config(run).state_dict())
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "snapshots").mkdir(parents=True)
-    written = []
-    for _, path in read_snapshots(pack_train_dir):
-        try:
-            stacked = load_file(str(path))
-            weights = {name: stacked[stacked_key(name)][index].contiguous() for name in names}
-        except Exception as err:
-            raise ValueError(f"pack snapshot {path} is corrupt or not this run's model: {err!r}") from None
-        save_file(weights, str(tmp / "snapshots" / path.name))
-        written.append(out_dir / "snapshots" / path.name)
-    write_json(tmp / "train.json", {**summary, "run": summary["pack"][index], "pack_index": index})
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    return written
+    """Write run ``index`` of a finished pack as a single run's train/ folder (snapshots, train.json)."""
+    return unpack_snapshots(pack_train_dir, index, list(BumpDenoiser.from_config(run).state_dict()), out_dir)

@@ -12,6 +12,8 @@ every checkpoint with the same initial noise, so checkpoints differ by their wei
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ import pandas as pd
 import torch
 
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler
+from diffcomp.packing import StackedModels, clip_grad_norm_per_model, pack_definition, pack_training, unpack_snapshots
 from diffcomp.relational.contrastive import ContrastiveLosses, caption_partners, load_image_encoder
 from diffcomp.relational.data import triples_from_frame
 from diffcomp.relational.icons import load_icons
@@ -36,6 +39,7 @@ from diffcomp.training import (
     resolve_device,
     sample_checkpoints,
     train,
+    training_generators,
 )
 
 log = logging.getLogger("diffcomp.relational")
@@ -254,6 +258,117 @@ def train_relational_run(
         )
 
     return train(build, run, training, out_dir, stop_after_step=stop_after_step)
+
+
+# --------------------------------------------------------------------------------------------
+# Packs: K runs of one experiment trained as one stacked model in one job
+# --------------------------------------------------------------------------------------------
+# What the runs of a pack must share: the stacked models' shape, the stage and the trainer's settings.
+PACK_SHARED_KEYS = ("stage", "icon_size", "text_encoder", "model", "diffusion", "training", "projection")
+
+
+def packable(run: dict) -> str | None:
+    """Why ``run`` cannot train in a pack (None if it can)."""
+    if run.get("contrastive"):
+        return "its contrastive losses (a second forward pass and an image encoder per run) are not packed"
+    if run["text_encoder"]["trainable"]:
+        # transformers' T5 attention mask branches on tensor values, which torch.vmap cannot follow
+        return "a trained text encoder cannot run under torch.vmap"
+    return None
+
+
+def train_relational_pack(
+    runs: list[dict],
+    runtime: dict,
+    icons_npzs,
+    out_dir,
+    *,
+    train_csvs=None,
+    init_dirs=None,
+    stop_after_step: int | None = None,
+) -> dict:
+    """Train K relational runs of one model shape (pair, projection or pretraining runs of one
+    experiment) as one stacked, vmapped model (diffcomp.packing) in one job.
+
+    ``icons_npzs``, ``train_csvs`` and ``init_dirs`` hold each run's files, in the order of
+    ``runs`` (the runs may differ in split, vocabulary and seed). Each run keeps what it would have
+    alone: its initial weights (seeded by its seed, or its init snapshot), its captions' encoder
+    states, its data and noise generators (seeded as the shared trainer seeds a single run's,
+    saved and restored with the pack's state) and its gradient clipping; the summed loss gives each
+    model its own gradient, and AdamW and EMA are elementwise. So a packed run differs from its
+    single run only by the batched kernels' rounding. ``out_dir`` gets the stacked snapshots;
+    :func:`unpack_relational_run` writes one run's train/ folder from them.
+    """
+    pack = pack_definition(runs, PACK_SHARED_KEYS)
+    for run in runs:
+        reason = packable(run)
+        if reason:
+            raise ValueError(f"run {run.get('split', {}).get('name', run['stage'])} seed {run['seed']}: {reason}")
+    count = len(runs)
+    train_csvs = list(train_csvs) if train_csvs is not None else [None] * count
+    init_dirs = list(init_dirs) if init_dirs is not None else [None] * count
+    icons_npzs = list(icons_npzs)
+    if not len(icons_npzs) == len(train_csvs) == len(init_dirs) == count:
+        raise ValueError(
+            f"{count} runs but {len(icons_npzs)} icon files, {len(train_csvs)} training tables "
+            f"and {len(init_dirs)} init folders"
+        )
+    training = pack_training({**runs[0]["training"], **{k: runtime[k] for k in RUNTIME_KEYS}}, log)
+    inputs = [
+        read_run_inputs(run, icons, train_csv=csv, init_dir=init)
+        for run, icons, csv, init in zip(runs, icons_npzs, train_csvs, init_dirs, strict=True)
+    ]
+    names = [f"{i.name}_seed{r['seed']}".replace(" ", "_") for i, r in zip(inputs, runs, strict=True)]
+    max_grad_norm = (runs[0].get("projection") or {}).get("max_grad_norm")
+
+    def build(device: torch.device) -> TrainingTask:
+        members = []
+        for run, run_inputs in zip(runs, inputs, strict=True):
+            torch.manual_seed(run["seed"])  # the initial weights a single run of this seed gets
+            members.append(build_run(run_inputs, training["batch_size"], device))
+        model = StackedModels([member_model for member_model, _, _ in members])
+        # each run's generators, seeded as train() seeds a single run's
+        data_rngs, noise_rngs = zip(*(training_generators(r["seed"], device) for r in runs), strict=True)
+        epsilon_loss = EpsilonLoss(ddpm_scheduler(runs[0]["diffusion"]), training["snr_gamma"], device)
+
+        def next_batch(_generator):
+            return [draw(g) for (_, _, draw), g in zip(members, data_rngs, strict=True)]
+
+        def loss(forward, batches, _generator):
+            noised = [epsilon_loss.noised(clean, g) for (clean, _), g in zip(batches, noise_rngs, strict=True)]
+            conditions = [conditioner(index) for (_, conditioner, _), (_, index) in zip(members, batches, strict=True)]
+            predicted = forward(
+                torch.stack([noisy for noisy, _, _ in noised]),
+                torch.stack([t for _, _, t in noised]),
+                (torch.stack([tokens for tokens, _ in conditions]), torch.stack([mask for _, mask in conditions])),
+            )
+            return sum(epsilon_loss.regression(predicted[k], noise, t) for k, (_, noise, t) in enumerate(noised))
+
+        generators = {f"data{k}": g for k, g in enumerate(data_rngs)}
+        generators.update({f"noise{k}": g for k, g in enumerate(noise_rngs)})
+        return TrainingTask(
+            name=f"pack of {count} ({', '.join(names)})",
+            model=model,
+            next_batch=next_batch,
+            loss=loss,
+            # the runs' model state keys: what unpacking needs to name each run's weights
+            summary={"stage": runs[0]["stage"], "pack": names, "state_keys": model.state_keys},
+            generators=generators,
+            clip_gradients=(
+                functools.partial(clip_grad_norm_per_model, max_norm=max_grad_norm) if max_grad_norm else None
+            ),
+        )
+
+    return train(build, pack, training, out_dir, stop_after_step=stop_after_step)
+
+
+def unpack_relational_run(pack_train_dir, index: int, out_dir) -> list[Path]:
+    """Write run ``index`` of a finished pack as a single run's train/ folder (snapshots, train.json)."""
+    try:
+        state_keys = json.loads((Path(pack_train_dir) / "train.json").read_text())["state_keys"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{pack_train_dir}/train.json: not a finished relational pack ({err!r})") from None
+    return unpack_snapshots(pack_train_dir, index, state_keys, out_dir)
 
 
 # --------------------------------------------------------------------------------------------
