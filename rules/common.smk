@@ -2,6 +2,7 @@
 import os
 import re
 import sys
+from types import SimpleNamespace
 
 # Rule scripts import the diffcomp package from this checkout, also inside conda envs and on
 # cluster nodes where it is not pip-installed.
@@ -21,6 +22,7 @@ from diffcomp.relational.config import (
     experiment_settings,
     intervention_label,
     intervention_parameters,
+    packs as relational_packs,
     pretrain_experiment,
     run_definition,
     run_id,
@@ -175,6 +177,45 @@ def relational_train_inputs(wc):
             seed=wc.seed,
         )
     return inputs
+
+
+# Runs trained together when relational.pack_size > 1: each packable experiment's runs, cut into packs.
+RELATIONAL_PACKS = (
+    relational_packs(config["relational"]) if "relational" in config else {}
+)
+
+
+def relational_pack_position(wc):
+    """(pack, index in the pack) of the run (experiment, split, seed)."""
+    members = [m for pack in RELATIONAL_PACKS[wc.experiment] for m in pack]
+    return divmod(
+        members.index((wc.split, int(wc.seed))), config["relational"]["pack_size"]
+    )
+
+
+def relational_pack_members(wc):
+    return [
+        SimpleNamespace(experiment=wc.experiment, split=split, seed=seed)
+        for split, seed in RELATIONAL_PACKS[wc.experiment][int(wc.pack)]
+    ]
+
+
+def relational_pack_inputs(wc):
+    """Each member's icons, training triples and init folder, as lists in pack order."""
+    members = [relational_train_inputs(m) for m in relational_pack_members(wc)]
+    return {
+        key: [inputs[key] for inputs in members]
+        for key in ("icons", "train", "init")
+        if key in members[0]
+    }
+
+
+def relational_pack_runs(wc):
+    """The run definitions of a pack, in order: what determines its weights."""
+    return [
+        run_definition(config["relational"], m.experiment, m.split, m.seed)
+        for m in relational_pack_members(wc)
+    ]
 
 
 def relational_run_definition(wc):

@@ -173,6 +173,20 @@ rule relational_image_encoder:
         "../scripts/relational_image_encoder.py"
 
 
+# A run of an experiment without packs trains alone (relational_train); with
+# relational.pack_size > 1, a packable experiment's runs train in packs (relational_train_pack),
+# and relational_unpack writes each run's train/ folder from its pack.
+RELATIONAL_PACKED = "|".join(map(re.escape, RELATIONAL_PACKS)) or "NONE"
+RELATIONAL_SINGLE = (
+    "|".join(
+        re.escape(e)
+        for e in experiment_names(RELATIONAL or {})
+        if e not in RELATIONAL_PACKS
+    )
+    or "NONE"
+)
+
+
 rule relational_train:
     input:
         unpack(relational_train_inputs),
@@ -182,6 +196,8 @@ rule relational_train:
         f"{LOGS}/relational/train/{{experiment}}_{{split}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/relational/train/{{experiment}}_{{split}}_seed{{seed}}.tsv"
+    wildcard_constraints:
+        experiment=RELATIONAL_SINGLE,
     conda:
         "../envs/train.yaml"
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
@@ -189,6 +205,46 @@ rule relational_train:
         run=relational_run_definition,
     script:
         "../scripts/relational_train.py"
+
+
+rule relational_train_pack:
+    input:
+        unpack(relational_pack_inputs),
+    output:
+        directory(f"{RESULTS}/relational/packs/{{experiment}}/pack{{pack}}/train"),
+    log:
+        f"{LOGS}/relational/train_pack/{{experiment}}_pack{{pack}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/relational/train_pack/{{experiment}}_pack{{pack}}.tsv"
+    wildcard_constraints:
+        experiment=RELATIONAL_PACKED,
+    conda:
+        "../envs/train.yaml"
+    threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
+    params:
+        runs=relational_pack_runs,
+    script:
+        "../scripts/relational_train_pack.py"
+
+
+rule relational_unpack:
+    input:
+        pack=lambda wc: rules.relational_train_pack.output[0].format(
+            experiment=wc.experiment, pack=relational_pack_position(wc)[0]
+        ),
+    output:
+        directory(f"{RELATIONAL_RUN}/train"),
+    log:
+        f"{LOGS}/relational/unpack/{{experiment}}_{{split}}_seed{{seed}}.log",
+    wildcard_constraints:
+        experiment=RELATIONAL_PACKED,
+    localrule: True
+    conda:
+        "../envs/train.yaml"
+    params:
+        index=lambda wc: relational_pack_position(wc)[1],
+    script:
+        "../scripts/relational_unpack.py"
 
 
 rule relational_sample:

@@ -192,3 +192,35 @@ def test_report_holds_the_relational_figures(trained):
     run_snakemake(trained, "--configfile", "config.yaml", "--cores", "1", "--report", "results/report.html")
     html = (trained / "results" / "report.html").read_text(errors="replace")
     assert "curves.png" in html and "samples.png" in html and "Learning curves of the relational-skew study" in html
+
+
+@pytest.mark.slow
+def test_packed_runs_train_in_packs_and_equal_the_single_runs(trained, tmp_path):
+    """relational.pack_size 2: packable experiments train in packs and are unpacked per run; the
+    contrastive experiment still trains alone; every run's weights equal the unpacked study's."""
+    from safetensors.torch import load_file
+    from torch.testing import assert_close
+
+    packed = {"relational": {**TRAINED["relational"], "pack_size": 2}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(packed))
+    planned = planned_rules(tmp_path)
+    # baseline's three runs in two packs, no_pos_emb's and wiclp's one run each in a pack of one
+    assert planned.get("relational_train_pack") == 4 and planned.get("relational_unpack") == 5
+    assert planned.get("relational_train") == 1  # contrastive/band
+    # up to the metrics table (the figures are the unpacked study's code path)
+    run_snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "2", "results/relational/metrics.csv")
+    results = tmp_path / "results" / "relational"
+    runs = sorted(p.parent.relative_to(results / "runs") for p in (results / "runs").glob("*/*/seed0/train"))
+    assert len(runs) == 6
+    for run in runs:
+        ours, theirs = results / "runs" / run / "train", trained / "results/relational/runs" / run / "train"
+        names = sorted(p.name for p in (theirs / "snapshots").iterdir())
+        assert sorted(p.name for p in (ours / "snapshots").iterdir()) == names
+        for name in names:
+            got, expected = load_file(str(ours / "snapshots" / name)), load_file(str(theirs / "snapshots" / name))
+            assert got.keys() == expected.keys()
+            for key in expected:
+                assert_close(got[key], expected[key], rtol=1e-4, atol=2e-6, msg=f"{run} {name} {key}")
+    assert json.loads((results / "runs/baseline/random/seed0/train/train.json").read_text())["pack_index"] == 0
+    metrics = pd.read_csv(results / "metrics.csv")
+    assert len(metrics) == 5 * 2 + 1 and (tmp_path / "results/benchmarks/relational/train_pack").is_dir()

@@ -206,6 +206,30 @@ def run_definition(section: dict, experiment: str, split: str, seed: int) -> dic
     return run
 
 
+def unpackable_reason(run: dict) -> str | None:
+    """Why ``run`` (a run_definition) cannot train in a pack, or None if it can."""
+    if run.get("contrastive"):
+        return "its contrastive losses (a second forward pass and an image encoder per run) are not packed"
+    if run["text_encoder"]["trainable"]:
+        # transformers' T5 attention mask branches on tensor values, which torch.vmap cannot follow
+        return "a trained text encoder cannot run under torch.vmap"
+    return None
+
+
+def packs(section: dict) -> dict[str, list[list[tuple[str, int]]]]:
+    """The packs of every packable experiment: its (split, seed) runs in config order, cut into
+    ``pack_size`` runs each. Empty with pack_size 1; unpackable experiments are left out."""
+    size = section.get("pack_size", 1)
+    if size <= 1:
+        return {}
+    plan = {}
+    for name in experiment_names(section):
+        members = [(split, seed) for experiment, split, seed in runs(section) if experiment == name]
+        if unpackable_reason(run_definition(section, name, *members[0])) is None:
+            plan[name] = [members[i : i + size] for i in range(0, len(members), size)]
+    return plan
+
+
 def check_projection_experiment(section: dict, spec: dict, where: str, earlier: dict) -> None:
     """A projection fine-tunes an earlier, ordinary experiment's runs: same splits or fewer, nothing overridden."""
     base = spec["projection"]["base"]

@@ -24,6 +24,7 @@ import torch
 
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler
 from diffcomp.packing import StackedModels, clip_grad_norm_per_model, pack_definition, pack_training, unpack_snapshots
+from diffcomp.relational.config import unpackable_reason
 from diffcomp.relational.contrastive import ContrastiveLosses, caption_partners, load_image_encoder
 from diffcomp.relational.data import triples_from_frame
 from diffcomp.relational.icons import load_icons
@@ -267,16 +268,6 @@ def train_relational_run(
 PACK_SHARED_KEYS = ("stage", "icon_size", "text_encoder", "model", "diffusion", "training", "projection")
 
 
-def packable(run: dict) -> str | None:
-    """Why ``run`` cannot train in a pack (None if it can)."""
-    if run.get("contrastive"):
-        return "its contrastive losses (a second forward pass and an image encoder per run) are not packed"
-    if run["text_encoder"]["trainable"]:
-        # transformers' T5 attention mask branches on tensor values, which torch.vmap cannot follow
-        return "a trained text encoder cannot run under torch.vmap"
-    return None
-
-
 def train_relational_pack(
     runs: list[dict],
     runtime: dict,
@@ -301,7 +292,7 @@ def train_relational_pack(
     """
     pack = pack_definition(runs, PACK_SHARED_KEYS)
     for run in runs:
-        reason = packable(run)
+        reason = unpackable_reason(run)
         if reason:
             raise ValueError(f"run {run.get('split', {}).get('name', run['stage'])} seed {run['seed']}: {reason}")
     count = len(runs)
