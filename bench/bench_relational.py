@@ -1,7 +1,7 @@
 """Benchmarks of the relational study, each comparison measured within one run (the machines are shared).
 
     python bench/bench_relational.py [--config config.yaml] [--split band] [--steps 100] [--rounds 3]
-                                     [--threads 1] [--device cpu|cuda] [--json OUT]
+                                     [--threads 1] [--device cpu|cuda] [--packed K] [--json OUT]
 
 On the config's first experiment and its first split (or ``--split``), with icons and split CSVs
 made in a temporary folder (no Snakemake):
@@ -22,6 +22,9 @@ made in a temporary folder (no Snakemake):
 5. Sampling per checkpoint: generating sampling.num_train + num_test samples with the configured
    sampler and step count (the first call and a second one), and the pipeline's
    sample_relational_run on the trained one-checkpoint run (model build, encoding, generation, npz).
+6. (--packed K) Packs: K runs of the split (seeds 0..K-1) trained by the pipeline one after the
+   other (train_relational_run K times) vs as one pack (train_relational_pack: the K models
+   stacked and vmapped), in alternating rounds; aggregate model-steps/s of each.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from diffcomp.relational.train import (  # noqa: E402
     generate,
     sample_relational_run,
     sampling_triples,
+    train_relational_pack,
     train_relational_run,
     triple_captions,
 )
@@ -166,6 +170,44 @@ def bench_training(run, runtime, names, icons_np, icons_npz, train_csv, train_tr
         "bare_steps_per_s": steps / b,
         "pipeline_vs_bare": b / p,
     }, out_dir
+
+
+def bench_packed(section, experiment, split, runtime, icons_npz, train_csv, steps, rounds, k, tmp: Path) -> dict:
+    """K runs (seeds 0..K-1) trained by the pipeline one after the other vs as one pack, alternating
+    rounds; each job checkpoints once, at the end. Median seconds of each, as aggregate model-steps/s."""
+    runs = []
+    for seed in range(k):
+        run = copy.deepcopy(run_definition(section, experiment, split, seed))
+        run["training"].update(steps=steps, checkpoint_every=steps)
+        runs.append(run)
+    in_turn, packed = [], []
+    for r in range(rounds):
+
+        def in_turn_round(r=r):
+            seconds = 0.0
+            for seed, run in enumerate(runs):
+                out = tmp / f"turn{r}_{seed}" / "train"
+                seconds += train_relational_run(run, runtime, icons_npz, out, train_csv=train_csv)["seconds_this_job"]
+            in_turn.append(seconds)
+
+        def packed_round(r=r):
+            out = tmp / f"pack{r}" / "train"
+            summary = train_relational_pack(runs, runtime, [icons_npz] * k, out, train_csvs=[train_csv] * k)
+            packed.append(summary["seconds_this_job"])
+
+        for job in (in_turn_round, packed_round) if r % 2 == 0 else (packed_round, in_turn_round):
+            job()
+    a, b = statistics.median(in_turn), statistics.median(packed)
+    return {
+        "models": k,
+        "steps": steps,
+        "rounds": rounds,
+        "in_turn_seconds": in_turn,
+        "packed_seconds": packed,
+        "in_turn_aggregate_steps_per_s": k * steps / a,
+        "packed_aggregate_steps_per_s": k * steps / b,
+        "packed_over_in_turn": a / b,
+    }
 
 
 def bench_contrastive(section, split, runtime, icons_np, icons_npz, train_csv, steps, rounds, tmp: Path) -> dict:
@@ -360,6 +402,14 @@ def print_table(results: dict) -> None:
         ("  first call", f"{s['first_seconds']:10.2f} s"),
         ("  sample_relational_run, 1 checkpoint (incl. set-up, npz)", f"{s['pipeline_run_seconds']:10.2f} s"),
     ]
+    if "packed" in results:
+        k = results["packed"]
+        rows += [
+            (f"packs: {k['models']} runs x {k['steps']} steps, pipeline, median of {k['rounds']} rounds", ""),
+            ("  one after the other (train_relational_run)", f"{k['in_turn_aggregate_steps_per_s']:10.2f} steps/s"),
+            ("  one pack (train_relational_pack)", f"{k['packed_aggregate_steps_per_s']:10.2f} steps/s"),
+            ("  pack / one after the other", f"{k['packed_over_in_turn']:10.3f}"),
+        ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -375,6 +425,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, auto (default: the config's training.device)")
     parser.add_argument("--eval-images", type=int, default=20_000)
     parser.add_argument("--scale-vocab", type=int, default=30, help="also time the encoder for this vocabulary size")
+    parser.add_argument("--packed", type=int, default=0, metavar="K", help="also time K runs as one pack")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -437,6 +488,10 @@ def main(argv=None) -> None:
             train_dir,
             tmp,
         )
+        if args.packed:
+            results["packed"] = bench_packed(
+                section, experiment, split, runtime, icons_npz, train_csv, args.steps, args.rounds, args.packed, tmp
+            )
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

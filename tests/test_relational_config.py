@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from diffcomp.config import ConfigError, load_config, load_schema, validate_config
-from diffcomp.relational.config import split_specs, vocab_sizes
+from diffcomp.relational.config import packs, split_specs, vocab_sizes
 from diffcomp.relational.splits import FAMILIES, Split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +86,23 @@ def _broken(edit):
         (lambda s: s.update(icon_size=8), r"relational\.icon_size: 8 is less than the minimum of 16"),
         (lambda s: s.update(colour="red"), r"relational: Additional properties .*'colour'"),
         (lambda s: s.update(splits=[]), r"relational\.splits: \[\] should be non-empty"),
+        (lambda s: s.update(pack_size=0), r"relational\.pack_size: 0 is less than the minimum of 1"),
     ],
 )
 def test_bad_values_name_key_and_rule(edit, message):
     with pytest.raises(ConfigError, match=message):
         validate_config(_broken(edit))
+
+
+def test_packs_cut_each_packable_experiments_runs_in_config_order():
+    section = load_config(REPO / "config.paper.yaml")["relational"]
+    assert packs(section) == {}  # pack_size 1: every run trains alone
+    section["pack_size"] = 4
+    plan = packs(section)
+    # t5_trained (a trained encoder) and the two contrastive experiments train alone
+    assert list(plan) == ["baseline", "no_pos_emb", "wiclp"]
+    baseline = [run for pack in plan["baseline"] for run in pack]
+    assert [len(pack) for pack in plan["baseline"]] == [4] * 22 + [2]
+    assert baseline[:4] == [("n30_band", 0), ("n30_band", 1), ("n30_band", 2), ("n30_upper_triangle", 0)]
+    assert len(baseline) == len(set(baseline)) == 30 * 3
+    assert [len(pack) for pack in plan["wiclp"]] == [4, 4, 1]
