@@ -194,6 +194,30 @@ def test_cpu_pack_with_cuda_graph_equals_the_default_pack(tmp_path):
     _assert_same_run(tmp_path / "default" / "train", tmp_path / "graph" / "train")
 
 
+def test_cpu_relational_run_and_pack_with_cuda_graph_equal_the_default_ones(tmp_path):
+    """A frozen encoder's relational step is declared capturable, single or packed."""
+    from test_relational_pack import PAIRS, study
+
+    from diffcomp.relational.train import train_relational_pack
+
+    section, runtime, files = study(tmp_path)
+    split, seed = PAIRS[0]
+    run = run_definition(section, "baseline", split, seed)
+    on = {**runtime, "cuda_graph": True}
+    for name, options in (("default", runtime), ("graph", on)):
+        train_relational_run(run, options, files[split][0], tmp_path / name / "train", train_csv=files[split][1])
+    _assert_same_run(tmp_path / "default" / "train", tmp_path / "graph" / "train")
+
+    runs = [run_definition(section, "baseline", s, k) for s, k in PAIRS]
+    args = (runs, runtime, [files[s][0] for s, _ in PAIRS])
+    csvs = [files[s][1] for s, _ in PAIRS]
+    train_relational_pack(*args, tmp_path / "pack_default" / "train", train_csvs=csvs)
+    with pytest.raises(TrainingInterrupted):
+        train_relational_pack(runs, on, args[2], tmp_path / "pack_graph" / "train", train_csvs=csvs, stop_after_step=5)
+    train_relational_pack(runs, on, args[2], tmp_path / "pack_graph" / "train", train_csvs=csvs)
+    _assert_same_run(tmp_path / "pack_default" / "train", tmp_path / "pack_graph" / "train")
+
+
 # --------------------------------------------------------------------------------------------
 # refusals, before any training work
 # --------------------------------------------------------------------------------------------
@@ -232,8 +256,8 @@ def test_undeclared_task_is_refused():
         check_cuda_graph({"cuda_graph": True}, task)
 
 
-def test_relational_run_with_cuda_graph_is_refused_before_training(tmp_path, monkeypatch):
-    section, runtime, icons = tiny_section(tmp_path)
+def test_relational_run_with_a_trained_encoder_and_cuda_graph_is_refused_before_training(tmp_path, monkeypatch):
+    section, runtime, icons = tiny_section(tmp_path, trainable=True)
     run = run_definition(section, "baseline", "band", 0)
     calls = []
     monkeypatch.setattr(torch.nn.functional, "mse_loss", lambda *a, **k: calls.append(1))

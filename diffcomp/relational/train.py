@@ -256,6 +256,9 @@ def train_relational_run(
             loss=loss,
             summary=summary,
             max_grad_norm=(run.get("projection") or {}).get("max_grad_norm"),
+            # batches, conditions and losses (the contrastive ones too) stay on the device without
+            # host syncs; a trained T5's attention mask branches on tensor values (training.cuda_graph)
+            capturable=not run["text_encoder"]["trainable"],
         )
 
     return train(build, run, training, out_dir, stop_after_step=stop_after_step)
@@ -345,6 +348,7 @@ def train_relational_pack(
             # the runs' model state keys: what unpacking needs to name each run's weights
             summary={"stage": runs[0]["stage"], "pack": names, "state_keys": model.state_keys},
             generators=generators,
+            capturable=True,  # as a single run with a frozen encoder (training.cuda_graph)
             clip_gradients=(
                 functools.partial(clip_grad_norm_per_model, max_norm=max_grad_norm) if max_grad_norm else None
             ),
