@@ -456,8 +456,8 @@ def test_training_past_its_time_limit_stops_itself_and_resumes_bit_identical(slu
     """The preferred path: training reads the job's end time from squeue and stops stop_margin_seconds before it."""
     log, first, _ = _two_attempts(margin_case, slurm, "FAILED")
     # Stopped by itself: FAILED (exit 75), not TIMEOUT, so SLURM never had to kill it, and before
-    # its 2-minute limit (it stops 40 s before its end time: about 45 s in on an idle machine, up
-    # to ~90 s in on a half-speed one, where the job's start-up alone takes over a minute).
+    # its 2-minute limit (it stops 50 s before its end time: 75-95 s in, a minute of which the
+    # job's start-up can take on a half-speed machine; 92 s with a 40-s margin on a loaded one).
     assert _seconds(first) < 120, first
     margin = margin_case.training["stop_margin_seconds"]
     # The first attempt's rule log (printed by Snakemake: show-failed-logs), and its SLURM log.
