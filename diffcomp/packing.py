@@ -30,13 +30,14 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from diffcomp.io import write_json
-from diffcomp.training import read_snapshots
+from diffcomp.io import write_csv, write_json
+from diffcomp.training import read_snapshots, training_generators
 
 
 class VmapGroupNorm(nn.GroupNorm):
@@ -135,6 +136,25 @@ def clip_grad_norm_per_model(parameters, max_norm: float) -> torch.Tensor:
     return norms
 
 
+def pack_generators(seeds, device: torch.device):
+    """Each run's (data, noise) generators, seeded as the shared trainer seeds a single run's, and
+    all of them by name (TrainingTask.generators: saved and restored with the pack's state)."""
+    data_rngs, noise_rngs = zip(*(training_generators(seed, device) for seed in seeds), strict=True)
+    named = {f"data{k}": g for k, g in enumerate(data_rngs)}
+    named.update({f"noise{k}": g for k, g in enumerate(noise_rngs)})
+    return data_rngs, noise_rngs, named
+
+
+def packed_epsilon_losses(epsilon_loss, forward, cleans, condition, noise_rngs) -> torch.Tensor:
+    """The K runs' epsilon losses (K,): run k's clean batch noised at timesteps drawn from its own
+    noise generator (as its single run draws them), all K denoised in one stacked ``forward`` with
+    the stacked ``condition``. The trainer optimises their sum (TrainingTask.loss_parts)."""
+    noised = [epsilon_loss.noised(clean, g) for clean, g in zip(cleans, noise_rngs, strict=True)]
+    noisy, timesteps = torch.stack([x for x, _, _ in noised]), torch.stack([t for _, _, t in noised])
+    predicted = forward(noisy, timesteps, condition)
+    return torch.stack([epsilon_loss.regression(predicted[k], noise, t) for k, (_, noise, t) in enumerate(noised)])
+
+
 def pack_definition(runs: list[dict], shared_keys) -> dict:
     """What determines a pack's weights: its runs, in order (the pack's seed is its first run's).
     The runs must agree on ``shared_keys`` (a missing key counts as None)."""
@@ -156,9 +176,9 @@ def pack_training(training: dict, log) -> dict:
 
 def unpack_snapshots(pack_train_dir, index: int, names: list[str], out_dir) -> list[Path]:
     """Write run ``index`` of a finished pack as a single run's train/ folder: its weights (the model
-    state keys ``names``) of every snapshot, and train.json (the pack's summary with the run's name
-    and position). Assembled in a temporary folder and renamed onto ``out_dir``; returns the
-    snapshot files. A pack's loss.csv holds the sum of its runs' losses, so a run gets none."""
+    state keys ``names``) of every snapshot, its loss.csv (step, its own loss, lr: the pack's column
+    ``loss_{index}``) and train.json (the pack's summary with the run's name and position).
+    Assembled in a temporary folder and renamed onto ``out_dir``; returns the snapshot files."""
     pack_train_dir, out_dir = Path(pack_train_dir), Path(out_dir)
     summary = json.loads((pack_train_dir / "train.json").read_text())
     members = summary.get("pack", [])
@@ -177,7 +197,15 @@ def unpack_snapshots(pack_train_dir, index: int, names: list[str], out_dir) -> l
             raise ValueError(f"pack snapshot {path} is corrupt or not this run's model: {err!r}") from None
         save_file(weights, str(tmp / "snapshots" / path.name))
         written.append(out_dir / "snapshots" / path.name)
+    try:
+        losses = pd.read_csv(pack_train_dir / "loss.csv")
+        own = losses[["step", f"loss_{index}", "lr"]].rename(columns={f"loss_{index}": "loss"})
+    except (OSError, ValueError, KeyError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"{pack_train_dir}/loss.csv: no loss column of run {index} ({err!r})") from None
+    write_csv(tmp / "loss.csv", own)
     run_summary = {k: v for k, v in summary.items() if k != "state_keys"}
+    run_summary["final_loss"] = float(own["loss"].iloc[-1])
     write_json(tmp / "train.json", {**run_summary, "run": members[index], "pack_index": index})
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)

@@ -81,6 +81,9 @@ class TrainingTask:
     generator)`` returns the scalar loss, drawing noise and timesteps from the noise generator and
     calling ``forward`` (the model under autocast/compile) for predictions.
 
+    ``loss_parts`` K > 0: ``loss`` returns K losses (one per model of a pack) instead of a scalar;
+    their sum is optimised, and loss.csv gets a column ``loss_{k}`` for each next to the total.
+
     ``capturable``: the task declares that ``next_batch`` and ``loss`` run entirely on the
     training device, without host synchronisation (no ``.item()``, no CPU tensors or CPU-side
     randomness, no data-dependent shapes or Python branches on tensor values) and drawing only from
@@ -99,6 +102,7 @@ class TrainingTask:
     # the task's own generators (e.g. one per model of a pack), saved and restored with the state
     generators: dict[str, torch.Generator] = field(default_factory=dict)
     capturable: bool = False  # next_batch and loss can be captured in a CUDA graph (see above)
+    loss_parts: int = 0  # loss returns this many losses, summed for the gradient (a pack's runs)
 
 
 # Semantic training keys added after runs existed: left out of the fingerprint at these values (their
@@ -431,14 +435,19 @@ class RunPaths:
         return cls(out_dir=out_dir, state_dir=out_dir.parent / ".state" / fingerprint(semantic))
 
 
-def publish_run(paths: RunPaths, snapshot_steps, loss_history, summary) -> None:
+def loss_columns(parts: int) -> list[str]:
+    """loss.csv's columns: step, the (total) loss, the learning rate, and each part's loss."""
+    return ["step", "loss", "lr", *(f"loss_{k}" for k in range(parts))]
+
+
+def publish_run(paths: RunPaths, snapshot_steps, loss_history, summary, parts: int = 0) -> None:
     """Assemble the finished run in a temporary folder, then rename it onto the declared output."""
     tmp = paths.out_dir.with_name(paths.out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "snapshots").mkdir(parents=True)
     for s in snapshot_steps:
         os.link(_snapshot_path(paths.state_dir, s), tmp / "snapshots" / f"step{s:09d}.safetensors")
-    write_csv(tmp / "loss.csv", pd.DataFrame(loss_history, columns=["step", "loss", "lr"]))
+    write_csv(tmp / "loss.csv", pd.DataFrame(loss_history, columns=loss_columns(parts)))
     write_json(tmp / "train.json", summary)
     shutil.rmtree(paths.out_dir, ignore_errors=True)
     os.replace(tmp, paths.out_dir)
@@ -494,7 +503,8 @@ def train(
     data_rng, noise_rng = training_generators(seed, device)
 
     step, loss_history, snapshot_steps = 0, [], []
-    running_loss = torch.zeros((), device=device)  # loss summed since the last loss.csv row
+    # loss summed since the last loss.csv row (each part's, for a task with loss_parts)
+    running_loss = torch.zeros(task.loss_parts or (), device=device)
     state = load_latest_state(paths.state_dir, run_fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -555,7 +565,8 @@ def train(
     def training_step():
         """One optimisation step; everything here may be captured in a CUDA graph (cuda_graph)."""
         batch = task.next_batch(data_rng)
-        loss = task.loss(forward, batch, noise_rng)
+        losses = task.loss(forward, batch, noise_rng)
+        loss = losses.sum() if task.loss_parts else losses
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if task.clip_gradients is not None:
@@ -565,7 +576,7 @@ def train(
         optimizer.step()
         if ema is not None:
             ema.step(parameters)
-        running_loss.add_(loss.detach())
+        running_loss.add_(losses.detach())
 
     if graphed:
         generators = [data_rng, noise_rng, *task.generators.values()]
@@ -591,14 +602,15 @@ def train(
         if step % cfg["log_every"] == 0 or at_checkpoint or step == cfg["steps"]:
             # One host sync per log interval; a NaN anywhere in the interval poisons the sum.
             n = step - (loss_history[-1][0] if loss_history else 0)
-            mean_loss = running_loss.item() / n
+            means = [value / n for value in running_loss.reshape(-1).tolist()]
+            mean_loss = sum(means) if task.loss_parts else means[0]
             running_loss.zero_()
             if not np.isfinite(mean_loss):
                 raise NonFiniteLoss(
                     f"{task.name} seed {seed}: loss became {mean_loss} between steps {step - n + 1} and {step}; "
                     "stopping (lower the learning rate or check the data). No checkpoint was written."
                 )
-            loss_history.append([step, mean_loss, lr_schedule.get_last_lr()[0]])
+            loss_history.append([step, mean_loss, lr_schedule.get_last_lr()[0], *(means if task.loss_parts else [])])
             progress.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
             progress.update(n)
         if at_checkpoint:
@@ -634,5 +646,5 @@ def train(
         "trained_parameters": sum(p.numel() for p in parameters),
         "final_loss": loss_history[-1][1],
     }
-    publish_run(paths, snapshot_steps, loss_history, summary)
+    publish_run(paths, snapshot_steps, loss_history, summary, task.loss_parts)
     return summary

@@ -2,6 +2,8 @@
 
 import copy
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -52,6 +54,9 @@ def test_packed_runs_equal_their_single_runs_up_to_rounding(tmp_path):
         unpack_run(tmp_path / "pack" / "train", k, run, unpacked)
         single = tmp_path / f"single{k}" / "train"
         train_run(run, runtime, label, single)
+        got_loss, expected_loss = pd.read_csv(unpacked / "loss.csv"), pd.read_csv(single / "loss.csv")
+        assert got_loss[["step", "lr"]].equals(expected_loss[["step", "lr"]])
+        np.testing.assert_allclose(got_loss["loss"], expected_loss["loss"], rtol=1e-5)
         got, expected = snapshots(unpacked), snapshots(single)
         assert got.keys() == expected.keys() == {f"step{s:09d}.safetensors" for s in (4, 8, 12)}
         for name in expected:

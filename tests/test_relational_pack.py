@@ -3,6 +3,8 @@
 import copy
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -52,6 +54,11 @@ def snapshots(train_dir):
 
 
 def assert_close_runs(got_dir, expected_dir):
+    """An unpacked run equals its single run up to rounding: weights of every snapshot and loss.csv."""
+    got_loss, expected_loss = pd.read_csv(got_dir / "loss.csv"), pd.read_csv(expected_dir / "loss.csv")
+    assert list(got_loss.columns) == list(expected_loss.columns) == ["step", "loss", "lr"]
+    assert got_loss[["step", "lr"]].equals(expected_loss[["step", "lr"]])
+    np.testing.assert_allclose(got_loss["loss"], expected_loss["loss"], rtol=1e-5)
     got, expected = snapshots(got_dir), snapshots(expected_dir)
     assert got.keys() == expected.keys() and got
     for name in expected:
@@ -72,6 +79,9 @@ def test_packed_pair_runs_equal_their_single_runs_up_to_rounding(tmp_path):
         runs, runtime, [files[s][0] for s, _ in PAIRS], pack, train_csvs=[files[s][1] for s, _ in PAIRS]
     )
     assert summary["pack"] == ["band_seed3", "band5_seed4"] and summary["snapshot_steps"] == [4, 8]
+    losses = pd.read_csv(pack / "loss.csv")  # the pack's total and each run's loss
+    assert list(losses.columns) == ["step", "loss", "lr", "loss_0", "loss_1"]
+    np.testing.assert_allclose(losses["loss"], losses["loss_0"] + losses["loss_1"], rtol=1e-6)
     for k, (run, (split, _)) in enumerate(zip(runs, PAIRS, strict=True)):
         unpacked = tmp_path / f"unpacked{k}" / "train"
         unpack_relational_run(pack, k, unpacked)

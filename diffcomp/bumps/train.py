@@ -20,7 +20,14 @@ from diffcomp.bumps.config import semantic_config  # noqa: F401 (re-exported)
 from diffcomp.bumps.data import BumpDataset, read_labels
 from diffcomp.bumps.model import BumpDenoiser, render_torch
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler
-from diffcomp.packing import StackedModels, pack_definition, pack_training, unpack_snapshots
+from diffcomp.packing import (
+    StackedModels,
+    pack_definition,
+    pack_generators,
+    pack_training,
+    packed_epsilon_losses,
+    unpack_snapshots,
+)
 
 # The shared trainer's names, re-exported: the rule scripts and tests import them from here.
 from diffcomp.training import (  # noqa: F401
@@ -121,8 +128,7 @@ def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_af
             models.append(BumpDenoiser.from_config(run).to(device))
         model = StackedModels(models)
         train_labels = [torch.from_numpy(labels).to(device) for labels in labels_np]
-        # each run's generators, seeded as train() seeds a single run's
-        data_rngs, noise_rngs = zip(*(training_generators(r["seed"], device) for r in runs), strict=True)
+        data_rngs, noise_rngs, generators = pack_generators([r["seed"] for r in runs], device)
         batch_size = training["batch_size"]
         epsilon_loss = EpsilonLoss(ddpm_scheduler(runs[0]["diffusion"]), training["snr_gamma"], device)
 
@@ -134,16 +140,10 @@ def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_af
             return batches
 
         def loss(forward, batches, _generator):
-            noised = [epsilon_loss.noised(clean, g) for (clean, _), g in zip(batches, noise_rngs, strict=True)]
-            predicted = forward(
-                torch.stack([noisy for noisy, _, _ in noised]),
-                torch.stack([t for _, _, t in noised]),
-                torch.stack([labels for _, labels in batches]),
-            )
-            return sum(epsilon_loss.regression(predicted[k], noise, t) for k, (_, noise, t) in enumerate(noised))
+            cleans = [clean for clean, _ in batches]
+            labels = torch.stack([labels for _, labels in batches])
+            return packed_epsilon_losses(epsilon_loss, forward, cleans, labels, noise_rngs)
 
-        generators = {f"data{k}": g for k, g in enumerate(data_rngs)}
-        generators.update({f"noise{k}": g for k, g in enumerate(noise_rngs)})
         names = [f"{d.name}_seed{r['seed']}" for d, r in zip(datasets, runs, strict=True)]
         return TrainingTask(
             name=f"pack of {len(runs)} ({', '.join(names)})",
@@ -152,6 +152,7 @@ def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_af
             loss=loss,
             summary={"pack": names},
             generators=generators,
+            loss_parts=len(runs),
             capturable=True,
         )
 

@@ -23,7 +23,15 @@ import pandas as pd
 import torch
 
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler
-from diffcomp.packing import StackedModels, clip_grad_norm_per_model, pack_definition, pack_training, unpack_snapshots
+from diffcomp.packing import (
+    StackedModels,
+    clip_grad_norm_per_model,
+    pack_definition,
+    pack_generators,
+    pack_training,
+    packed_epsilon_losses,
+    unpack_snapshots,
+)
 from diffcomp.relational.config import unpackable_reason
 from diffcomp.relational.contrastive import ContrastiveLosses, caption_partners, load_image_encoder
 from diffcomp.relational.data import triples_from_frame
@@ -40,7 +48,6 @@ from diffcomp.training import (
     resolve_device,
     sample_checkpoints,
     train,
-    training_generators,
 )
 
 log = logging.getLogger("diffcomp.relational")
@@ -321,25 +328,17 @@ def train_relational_pack(
             torch.manual_seed(run["seed"])  # the initial weights a single run of this seed gets
             members.append(build_run(run_inputs, training["batch_size"], device))
         model = StackedModels([member_model for member_model, _, _ in members])
-        # each run's generators, seeded as train() seeds a single run's
-        data_rngs, noise_rngs = zip(*(training_generators(r["seed"], device) for r in runs), strict=True)
+        data_rngs, noise_rngs, generators = pack_generators([r["seed"] for r in runs], device)
         epsilon_loss = EpsilonLoss(ddpm_scheduler(runs[0]["diffusion"]), training["snr_gamma"], device)
 
         def next_batch(_generator):
             return [draw(g) for (_, _, draw), g in zip(members, data_rngs, strict=True)]
 
         def loss(forward, batches, _generator):
-            noised = [epsilon_loss.noised(clean, g) for (clean, _), g in zip(batches, noise_rngs, strict=True)]
             conditions = [conditioner(index) for (_, conditioner, _), (_, index) in zip(members, batches, strict=True)]
-            predicted = forward(
-                torch.stack([noisy for noisy, _, _ in noised]),
-                torch.stack([t for _, _, t in noised]),
-                (torch.stack([tokens for tokens, _ in conditions]), torch.stack([mask for _, mask in conditions])),
-            )
-            return sum(epsilon_loss.regression(predicted[k], noise, t) for k, (_, noise, t) in enumerate(noised))
+            condition = tuple(torch.stack(parts) for parts in zip(*conditions, strict=True))  # (tokens, mask)
+            return packed_epsilon_losses(epsilon_loss, forward, [clean for clean, _ in batches], condition, noise_rngs)
 
-        generators = {f"data{k}": g for k, g in enumerate(data_rngs)}
-        generators.update({f"noise{k}": g for k, g in enumerate(noise_rngs)})
         return TrainingTask(
             name=f"pack of {count} ({', '.join(names)})",
             model=model,
@@ -348,6 +347,7 @@ def train_relational_pack(
             # the runs' model state keys: what unpacking needs to name each run's weights
             summary={"stage": runs[0]["stage"], "pack": names, "state_keys": model.state_keys},
             generators=generators,
+            loss_parts=len(runs),
             capturable=True,  # as a single run with a frozen encoder (training.cuda_graph)
             clip_gradients=(
                 functools.partial(clip_grad_norm_per_model, max_norm=max_grad_norm) if max_grad_norm else None
