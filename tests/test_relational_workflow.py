@@ -214,6 +214,9 @@ def test_packed_runs_train_in_packs_and_equal_the_single_runs(trained, tmp_path)
     assert len(runs) == 6
     for run in runs:
         ours, theirs = results / "runs" / run / "train", trained / "results/relational/runs" / run / "train"
+        ours_loss, theirs_loss = pd.read_csv(ours / "loss.csv"), pd.read_csv(theirs / "loss.csv")
+        assert ours_loss[["step", "lr"]].equals(theirs_loss[["step", "lr"]])
+        assert_close(ours_loss["loss"].to_numpy(), theirs_loss["loss"].to_numpy(), rtol=1e-5, atol=0)
         names = sorted(p.name for p in (theirs / "snapshots").iterdir())
         assert sorted(p.name for p in (ours / "snapshots").iterdir()) == names
         for name in names:
