@@ -20,6 +20,9 @@
 4. Evaluation per checkpoint: the first UMAP fit in a fresh process (numba compile or cache)
    and later fits.
 5. (--figure-set) the quick figure set's wall time: `snakemake --cores 2` in a fresh folder.
+
+--flops only counts what one run of the config costs (FlopCounterMode, no timing): its training
+and the sampling of its kept checkpoints, and their ratio.
 """
 
 from __future__ import annotations
@@ -46,7 +49,13 @@ sys.path.insert(0, str(REPO))
 from diffcomp.bumps.config import dataset_specs  # noqa: E402
 from diffcomp.bumps.data import BumpDataset, render, tile  # noqa: E402
 from diffcomp.bumps.evaluate import predict_positions  # noqa: E402
-from diffcomp.bumps.model import BumpDenoiser, noise_scheduler, render_torch, sampling_scheduler  # noqa: E402
+from diffcomp.bumps.model import (  # noqa: E402
+    DEFAULT_ATTENTION_HEAD_DIM,
+    BumpDenoiser,
+    noise_scheduler,
+    render_torch,
+    sampling_scheduler,
+)
 from diffcomp.bumps.sample import generate  # noqa: E402
 from diffcomp.bumps.train import RUNTIME_KEYS, resolve_device, semantic_config, train_run  # noqa: E402
 from diffcomp.config import ConfigError, load_config, validate_config  # noqa: E402
@@ -55,6 +64,7 @@ from diffcomp.io import write_csv  # noqa: E402
 from diffcomp.packing import StackedModels  # noqa: E402
 from diffcomp.training import (  # noqa: E402
     apply_tf32,
+    checkpoint_steps,
     compile_options,
     gpu_settings,
     make_optimizer,
@@ -225,6 +235,45 @@ def training_flops(section: dict, labels: np.ndarray, device: torch.device) -> f
     return float(counter.get_total_flops())
 
 
+def sampling_flops_per_image(section: dict, device: torch.device) -> float:
+    """FLOPs of one denoiser forward pass for one image (counted like training_flops)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = BumpDenoiser.from_config(section).to(device).eval()
+    size = section["image_size"]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(
+            torch.zeros(1, 1, size, size, device=device),
+            torch.zeros(1, dtype=torch.long, device=device),
+            torch.full((1, 2), size / 2, device=device),
+        )
+    return float(counter.get_total_flops())
+
+
+def flop_budget(section: dict, spec: dict, labels: np.ndarray, device: torch.device) -> dict:
+    """What one run of the config costs in FLOPs: its training, and the sampling of its kept
+    checkpoints (each: the configured samples, one forward pass per sampler step, with the
+    hole samples when ``spec`` has holes), so the two can be weighed before anything is timed."""
+    training, sampling = section["training"], section["sampling"]
+    per_step = training_flops(section, labels, device)
+    checkpoints = len(checkpoint_steps(training["steps"], training["checkpoint_every"]))
+    samples = sampling["num_samples"] + sampling["num_samples_offgrid"]
+    samples += sampling["num_samples_ood"] if spec.get("holes") else 0
+    steps = inference_steps(section["diffusion"], sampling)
+    per_checkpoint = sampling_flops_per_image(section, device) * samples * steps
+    train_total = per_step * training["steps"]
+    return {
+        "training_tflop_per_step": per_step / 1e12,
+        "training_pflop_per_run": train_total / 1e15,
+        "checkpoints": checkpoints,
+        "samples_per_checkpoint": samples,
+        "sampler_steps": steps,
+        "sampling_tflop_per_checkpoint": per_checkpoint / 1e12,
+        "sampling_pflop_per_run": per_checkpoint * checkpoints / 1e15,
+        "sampling_over_training": per_checkpoint * checkpoints / train_total,
+    }
+
+
 def utilisation(section: dict, labels: np.ndarray, device: torch.device, steps_per_s: float, peak) -> dict:
     """Images/s, achieved TFLOP/s and the fraction of the device's bf16 peak at ``steps_per_s``."""
     flops = training_flops(section, labels, device)
@@ -262,6 +311,7 @@ def bench_training(section, spec, steps, rounds, tmp: Path, peak_tflops: float |
     return {
         "device": str(device),
         "settings": training_settings(section["training"], device),
+        "attention_head_dim": section["model"].get("attention_head_dim", DEFAULT_ATTENTION_HEAD_DIM),
         "steps": steps,
         "rounds": rounds,
         "pipeline_steps_per_s": steps / p,
@@ -450,10 +500,16 @@ def main(argv=None) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a bumps.training key for this bench, e.g. --set compile=reduce-overhead --set precision=bf16 "
+        help="override a bumps.training key for this bench, e.g. --set compile=reduce-overhead --set precision=bf16, "
+        "or another bumps key by its dotted path, e.g. --set model.attention_head_dim=64 "
         "(YAML values; the config is validated again)",
     )
     parser.add_argument("--training-only", action="store_true", help="skip the sampling and evaluation benches")
+    parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="only count one run's FLOPs (training, and sampling its checkpoints); times nothing",
+    )
     parser.add_argument(
         "--peak-tflops",
         type=float,
@@ -466,8 +522,13 @@ def main(argv=None) -> None:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY a bumps.training key")
-        config["bumps"]["training"][key] = yaml.safe_load(value)
+            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY a bumps.training key or a dotted bumps path")
+        # a plain key is a training key; a dotted one a path below bumps (model.attention_head_dim)
+        *parents, leaf = key.split(".") if "." in key else ["training", key]
+        target = config["bumps"]
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(value)
     try:
         section = validate_config(config)["bumps"]
     except ConfigError as err:
@@ -475,6 +536,17 @@ def main(argv=None) -> None:
     specs = dataset_specs(section)
     spec = {"image_size": section["image_size"], **specs[args.dataset or next(iter(specs))]}
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}", "torch": torch.__version__}
+    if args.flops:
+        device = resolve_device(section["training"]["device"])
+        dataset = BumpDataset.from_config(spec, section["image_size"])
+        table = dataset.labels()
+        labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
+        section = {**section, "bench_sigma": list(dataset.sigma)}
+        results["flops"] = {"dataset": spec["name"], **flop_budget(section, spec, labels, device)}
+        print(json.dumps(results, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         results["training"] = bench_training(section, spec, args.steps, args.rounds, Path(tmp), args.peak_tflops)
     if args.packed:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One device session's GPU measurements for issue #9, as a single command (about 8 minutes on an
-# H100/H200 by design; nothing here has run on a GPU yet). On the device machine, from the repo:
+# One device session's GPU measurements for issue #9, as a single command (about 9 minutes on an
+# H100/H200 by design; nothing here has run on a GPU yet; each setting's JSON lands under $OUT as
+# it finishes, so a cut-short session keeps the earlier ones). On the device machine, from the repo:
 #
 #   bash bench/gpu_bench.sh            # paper model (config.paper.yaml), JSON files under $OUT
 #   CONFIG=config.yaml STEPS=20 bash bench/gpu_bench.sh   # a quick CPU smoke run of the script
@@ -41,6 +42,10 @@ BENCH_STEPS=$COMPILE_STEPS bench fp32_compile_default --set compile=default
 BENCH_STEPS=$COMPILE_STEPS bench fp32_reduce_overhead --set compile=reduce-overhead
 # whole-step CUDA graph (3 eager warm-up steps, then capture): in the pipeline only, its bare loop stays eager fp32
 BENCH_STEPS=$COMPILE_STEPS bench fp32_cuda_graph --set cuda_graph=true
+# wider attention heads (a different model: 2 and 4 heads of width 64 instead of 16 and 32 of
+# width 8), eager and with the likeliest fastest combination; last, so a short session still gets the rest
+bench fp32_heads64 --set model.attention_head_dim=64
+BENCH_STEPS=$COMPILE_STEPS bench bf16_heads64_cuda_graph --set model.attention_head_dim=64 --set precision=bf16 --set cuda_graph=true
 
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys

@@ -78,8 +78,36 @@ def _broken(edit):
         (lambda c: c["bumps"].update(seeds=[0, 0]), r"bumps\.seeds.*non-unique"),
         (lambda c: c["bumps"]["figures"].update(phases_run="nope_seed0"), r"bumps\.figures\.phases_run: 'nope_seed0'"),
         (lambda c: c["bumps"]["model"].update(attention_levels=[2]), r"attention_levels \[2\]: the UNet has only 2"),
+        (
+            lambda c: c["bumps"]["model"].update(attention_levels=[1], attention_head_dim=12),
+            r"bumps\.model\.attention_head_dim: 12 does not divide the channels of attention level\(s\) \{1: 32\}",
+        ),
     ],
 )
 def test_bad_values_name_key_and_rule(edit, message):
     with pytest.raises(ConfigError, match=message):
         validate_config(_broken(edit))
+
+
+def test_attention_head_dim_sets_the_heads_and_absent_keeps_the_fingerprint():
+    """Absent means 8 heads' width, as before the key existed, and leaves the run definition alone;
+    set, it gives channels // width heads at every attention level."""
+    from diffcomp.bumps.config import semantic_config
+    from diffcomp.bumps.model import BumpDenoiser
+
+    config = quick()
+    config["bumps"]["model"]["attention_levels"] = [1]  # the quick model has no attention
+    section = validate_config(config)["bumps"]
+    spec = next(iter(dataset_specs(section).values()))
+    assert "attention_head_dim" not in semantic_config(section, spec, 0)["model"]
+
+    def heads(model):
+        return sorted({m.heads for m in model.modules() if type(m).__name__ == "Attention"})
+
+    channels = section["model"]["block_out_channels"][1]
+    assert heads(BumpDenoiser.from_config(section)) == [channels // 8]
+    wide = copy.deepcopy(config)
+    wide["bumps"]["model"]["attention_head_dim"] = channels
+    section = validate_config(wide)["bumps"]
+    assert heads(BumpDenoiser.from_config(section)) == [1]
+    assert semantic_config(section, spec, 0)["model"]["attention_head_dim"] == channels

@@ -102,3 +102,17 @@ def check_bumps(section: dict) -> None:
     levels = len(section.get("model", {}).get("block_out_channels", [64, 128, 256]))
     if any(level >= levels for level in attention):
         raise ConfigError(f"bumps.model.attention_levels {attention}: the UNet has only {levels} levels")
+    model = section.get("model", {})
+    head_dim = model.get("attention_head_dim")
+    if head_dim is not None:
+        channels = model.get("block_out_channels", [64, 128, 256])
+        # diffusers would silently build heads narrower than the block (channels // head_dim heads);
+        # the mid-block's attention works at the last level's width
+        levels_with_attention = sorted({*attention, len(channels) - 1})
+        uneven = {level: channels[level] for level in levels_with_attention if channels[level] % head_dim}
+        if uneven:
+            raise ConfigError(
+                f"bumps.model.attention_head_dim: {head_dim} does not divide the channels of attention "
+                f"level(s) {uneven} (bumps.model.block_out_channels at bumps.model.attention_levels and "
+                f"at the last level, whose width the mid-block's attention has)"
+            )

@@ -18,6 +18,10 @@ from torch import nn
 
 from diffcomp.diffusion import ddpm_scheduler, sampling_scheduler, unet_block_types  # noqa: F401 (re-exported)
 
+# Channels per self-attention head when bumps.model.attention_head_dim is absent (diffusers'
+# UNet2DModel default): 16 heads of width 8 at 128 channels, 32 at 256.
+DEFAULT_ATTENTION_HEAD_DIM = 8
+
 
 class BumpDenoiser(nn.Module):
     def __init__(
@@ -28,6 +32,7 @@ class BumpDenoiser(nn.Module):
         attention_levels=(1, 2),
         norm_num_groups: int = 32,
         label_encoding_dim: int = 64,
+        attention_head_dim: int = DEFAULT_ATTENTION_HEAD_DIM,
     ):
         super().__init__()
         down, up = unet_block_types(len(block_out_channels), attention_levels, "AttnDownBlock2D")
@@ -44,7 +49,7 @@ class BumpDenoiser(nn.Module):
             down_block_types=down,
             up_block_types=up,
             norm_num_groups=norm_num_groups,
-            attention_head_dim=8,
+            attention_head_dim=attention_head_dim,
             class_embed_type="identity",
         )
         self.label_projection = nn.Sequential(
@@ -63,6 +68,8 @@ class BumpDenoiser(nn.Module):
             attention_levels=model["attention_levels"],
             norm_num_groups=model["norm_num_groups"],
             label_encoding_dim=model["label_encoding_dim"],
+            # absent = 8: the key came later, and runs configured without it keep their fingerprints
+            attention_head_dim=model.get("attention_head_dim", DEFAULT_ATTENTION_HEAD_DIM),
         )
 
     def encode_labels(self, labels: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 ``sampling.precision`` bf16 runs the reverse chain's UNet forward passes under
 ``torch.autocast(bfloat16)`` (on any device); the scheduler arithmetic, the noise and the returned
-images stay float32. The job also applies the run's ``training.tf32`` the way training does (CUDA
-only; unset = PyTorch's defaults). fp32 with tf32 unset is the eager float32 chain.
+images stay float32. The job also applies the run's ``training.tf32`` and the config's
+``training.channels_last`` the way training does (CUDA only; tf32 unset = PyTorch's defaults).
+fp32 with tf32 unset is the eager float32 chain.
 """
 
 from __future__ import annotations
@@ -112,13 +113,18 @@ def sample_run(run: dict, sampling: dict, runtime: dict, labels_csv, train_dir, 
 
     ``run`` is the run's definition (diffcomp.bumps.train.semantic_config; its ``training.tf32`` is
     applied on CUDA), ``sampling`` the config's sampling section (``precision``: see
-    :func:`generate`), ``runtime`` its device/threads. Each file holds images (float16,
-    [0, 1]), labels (float32), split ('train'/'ood'/'offgrid') and the hidden-layer activations (float16).
+    :func:`generate`), ``runtime`` its device/threads (and ``channels_last``, applied on CUDA).
+    Each file holds images (float16, [0, 1]), labels (float32), split ('train'/'ood'/'offgrid') and
+    the hidden-layer activations (float16).
     """
     device = resolve_device(runtime["device"])
     torch.set_num_threads(runtime["threads"])
-    # the run's TF32 setting, as its training applied it (CUDA only; unset = PyTorch's defaults)
-    tf32 = gpu_settings({"tf32": run["training"].get("tf32")}, device)["tf32"]
+    # the run's TF32 setting and the config's channels-last weights, as training applies them
+    # (CUDA only; tf32 unset = PyTorch's defaults)
+    settings = gpu_settings(
+        {"tf32": run["training"].get("tf32"), "channels_last": runtime.get("channels_last")}, device
+    )
+    tf32 = settings["tf32"]
     apply_tf32(tf32)
     precision = sampling.get("precision", "fp32")
     log.info("sampling on %s: precision %s, tf32 %s", device, precision, "unset" if tf32 is None else tf32)
@@ -132,6 +138,8 @@ def sample_run(run: dict, sampling: dict, runtime: dict, labels_csv, train_dir, 
     labels = np.concatenate([labels, offgrid])
     splits = np.concatenate([splits, np.full(len(offgrid), "offgrid")])
     model = BumpDenoiser.from_config(run).to(device)
+    if settings["channels_last"]:
+        model.to(memory_format=torch.channels_last)  # snapshots load into it in place, keeping the layout
     hidden = model.hidden_module(run["model"]["hidden_layer"])
 
     def sample(step: int) -> dict:
