@@ -57,7 +57,7 @@ from diffcomp.bumps.model import (  # noqa: E402
     sampling_scheduler,
 )
 from diffcomp.bumps.sample import generate  # noqa: E402
-from diffcomp.bumps.train import RUNTIME_KEYS, resolve_device, semantic_config, train_run  # noqa: E402
+from diffcomp.bumps.train import RUNTIME_KEYS, resolve_device, semantic_config, train_pack, train_run  # noqa: E402
 from diffcomp.config import ConfigError, load_config, validate_config  # noqa: E402
 from diffcomp.diffusion import inference_steps  # noqa: E402
 from diffcomp.io import write_csv  # noqa: E402
@@ -287,12 +287,15 @@ def utilisation(section: dict, labels: np.ndarray, device: torch.device, steps_p
     }
 
 
-def bench_training(section, spec, steps, rounds, tmp: Path, peak_tflops: float | None = None) -> dict:
-    """Pipeline vs bare loop, alternating rounds; the pipeline includes EMA, logging and checkpoints."""
+def bench_training(section, spec, steps, rounds, tmp: Path, peak_tflops: float | None = None, bare_loop=True) -> dict:
+    """Pipeline vs bare loop, alternating rounds; the pipeline includes EMA, logging and checkpoints.
+    ``bare_loop`` False times the pipeline alone (for settings the bare loop does not have, such as
+    the whole-step CUDA graph, whose comparison is the eager setting's own bench)."""
     device = resolve_device(section["training"]["device"])
     torch.set_num_threads(section["training"]["threads"])
     dataset = BumpDataset.from_config(spec, section["image_size"])
     table = dataset.labels()
+    tmp.mkdir(parents=True, exist_ok=True)
     write_csv(tmp / "labels.csv", table)
     labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
     section = {**section, "bench_sigma": list(dataset.sigma)}
@@ -306,8 +309,10 @@ def bench_training(section, spec, steps, rounds, tmp: Path, peak_tflops: float |
         runtime = {k: run_section["training"][k] for k in RUNTIME_KEYS}
         summary = train_run(run, runtime, tmp / "labels.csv", tmp / f"round{r}" / "train")
         pipeline.append(summary["seconds_this_job"])
-        bare.append(bare_loop_seconds([BareTrainer(section, labels, device)], steps, device))
-    p, b = float(np.median(pipeline)), float(np.median(bare))
+        if bare_loop:
+            bare.append(bare_loop_seconds([BareTrainer(section, labels, device)], steps, device))
+    p = float(np.median(pipeline))
+    b = float(np.median(bare)) if bare else None
     return {
         "device": str(device),
         "settings": training_settings(section["training"], device),
@@ -315,53 +320,101 @@ def bench_training(section, spec, steps, rounds, tmp: Path, peak_tflops: float |
         "steps": steps,
         "rounds": rounds,
         "pipeline_steps_per_s": steps / p,
-        "bare_steps_per_s": steps / b,
-        "pipeline_vs_bare": b / p,
+        "bare_steps_per_s": steps / b if b else None,
+        "pipeline_vs_bare": b / p if b else None,
         # of the pipeline's rate
         **utilisation(section, labels, device, steps / p, bf16_peak_tflops(device, peak_tflops)),
     }
 
 
-def bench_packed(section, spec, steps: int, rounds: int, k: int) -> dict:
-    """K same-shaped models stepped in turn in one process vs one model alone (bare loops, alternating
-    rounds, fresh models each round); then one checkpoint's sampling for each of the K models."""
+def bench_pipeline_pack(section, spec, steps: int, rounds: int, k: int, tmp: Path, peak) -> dict:
+    """The workflow's own trainers: one run (train_run) vs a pack of K runs (train_pack, the rule
+    bumps_train_pack's function), alternating rounds, each with the config's settings (so with
+    cuda_graph on, the pack's whole step is one graph) and one checkpoint at the end. This is the
+    number issue #9's target is about: model-steps/s aggregated over the pack."""
+    device = resolve_device(section["training"]["device"])
+    dataset = BumpDataset.from_config(spec, section["image_size"])
+    table = dataset.labels()
+    tmp.mkdir(parents=True, exist_ok=True)
+    write_csv(tmp / "labels.csv", table)
+    labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
+    run_section = copy.deepcopy(section)
+    run_section["training"].update(steps=steps, checkpoint_every=steps)
+    runs = [semantic_config(run_section, spec, seed=i) for i in range(k)]
+    runtime = {key: run_section["training"][key] for key in RUNTIME_KEYS}
+    single, pack = [], []
+    for r in range(rounds):
+        jobs = [
+            lambda r=r: single.append(
+                train_run(runs[0], runtime, tmp / "labels.csv", tmp / f"single{r}" / "train")["seconds_this_job"]
+            ),
+            lambda r=r: pack.append(
+                train_pack(runs, runtime, [tmp / "labels.csv"] * k, tmp / f"pack{r}" / "train")["seconds_this_job"]
+            ),
+        ]
+        for job in jobs if r % 2 == 0 else jobs[::-1]:
+            job()
+    one, many = float(np.median(single)), float(np.median(pack))
+    aggregate = k * steps / many
+    achieved = training_flops({**section, "bench_sigma": list(dataset.sigma)}, labels, device) * aggregate / 1e12
+    return {
+        "pipeline_one_run_steps_per_s": steps / one,
+        "pipeline_pack_aggregate_steps_per_s": aggregate,
+        "pipeline_pack_over_one": aggregate / (steps / one),
+        "pipeline_pack_images_per_s": aggregate * section["training"]["batch_size"],
+        "pipeline_pack_achieved_tflops": achieved,
+        "pipeline_pack_fraction_of_bf16_peak": achieved / peak if peak else None,
+    }
+
+
+def bench_packed(section, spec, steps: int, rounds: int, k: int, tmp: Path, peak=None, bare_loop=True) -> dict:
+    """K same-shaped models stepped in turn in one process and stacked into one vmapped model, vs
+    one model alone (bare loops, alternating rounds, fresh models each round; skipped when
+    ``bare_loop`` is False); the workflow's own pack trainer vs its single-run trainer
+    (:func:`bench_pipeline_pack`); then one checkpoint's sampling for each of the K models."""
     device = resolve_device(section["training"]["device"])
     torch.set_num_threads(section["training"]["threads"])
     dataset = BumpDataset.from_config(spec, section["image_size"])
     table = dataset.labels()
     labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
     section = {**section, "bench_sigma": list(dataset.sigma)}
-    warm_up(section, labels, device, k)
-    single, packed, stacked = [], [], []
-    for r in range(rounds):
-        jobs = [
-            lambda: single.append(bare_loop_seconds([BareTrainer(section, labels, device)], steps, device)),
-            lambda: packed.append(
-                bare_loop_seconds([BareTrainer(section, labels, device, seed=i) for i in range(k)], steps, device)
-            ),
-            lambda: stacked.append(bare_loop_seconds([StackedTrainer(section, labels, device, k)], steps, device)),
-        ]
-        for job in jobs if r % 2 == 0 else jobs[::-1]:
-            job()
-    one, many, vmapped = float(np.median(single)), float(np.median(packed)), float(np.median(stacked))
     out = {
         "device": str(device),
         "settings": training_settings(section["training"], device),
         "models": k,
         "steps": steps,
         "rounds": rounds,
-        "one_model_steps_per_s": steps / one,
-        "packed_aggregate_steps_per_s": k * steps / many,
-        "packed_over_one": (k * steps / many) / (steps / one),
-        "stacked_aggregate_steps_per_s": k * steps / vmapped,
-        "stacked_over_one": (k * steps / vmapped) / (steps / one),
     }
+    if bare_loop:
+        warm_up(section, labels, device, k)
+        single, packed, stacked = [], [], []
+        for r in range(rounds):
+            jobs = [
+                lambda: single.append(bare_loop_seconds([BareTrainer(section, labels, device)], steps, device)),
+                lambda: packed.append(
+                    bare_loop_seconds([BareTrainer(section, labels, device, seed=i) for i in range(k)], steps, device)
+                ),
+                lambda: stacked.append(bare_loop_seconds([StackedTrainer(section, labels, device, k)], steps, device)),
+            ]
+            for job in jobs if r % 2 == 0 else jobs[::-1]:
+                job()
+        one, many, vmapped = float(np.median(single)), float(np.median(packed)), float(np.median(stacked))
+        out.update(
+            one_model_steps_per_s=steps / one,
+            packed_aggregate_steps_per_s=k * steps / many,
+            packed_over_one=(k * steps / many) / (steps / one),
+            stacked_aggregate_steps_per_s=k * steps / vmapped,
+            stacked_over_one=(k * steps / vmapped) / (steps / one),
+        )
+    out.update(bench_pipeline_pack(section, spec, steps, rounds, k, tmp, peak))
 
     # One checkpoint's sampling per model, as the sampling job does it: load the weights into an
-    # eager model, then sample num_samples + num_samples_ood labels with the configured sampler and
-    # precision (sampling.precision; the trainers above already applied the run's tf32).
+    # eager model, then sample num_samples (+ num_samples_ood) + num_samples_offgrid labels with
+    # the configured sampler and precision (sampling.precision; the trainers above already applied
+    # the run's tf32).
     sampling = section["sampling"]
-    n = sampling["num_samples"] + (sampling["num_samples_ood"] if len(table.split.unique()) > 1 else 0)
+    n = sampling["num_samples"] + sampling["num_samples_offgrid"]
+    n += sampling["num_samples_ood"] if len(table.split.unique()) > 1 else 0
     sample_labels = np.random.default_rng(0).uniform(0, section["image_size"], (n, 2)).astype(np.float32)
     sampler = BumpDenoiser.from_config(section).to(device)
     hidden = sampler.hidden_module(section["model"]["hidden_layer"])
@@ -506,6 +559,11 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--training-only", action="store_true", help="skip the sampling and evaluation benches")
     parser.add_argument(
+        "--no-bare",
+        action="store_true",
+        help="time the workflow's trainers only, no bare loops (e.g. for cuda_graph, which the bare loop lacks)",
+    )
+    parser.add_argument(
         "--flops",
         action="store_true",
         help="only count one run's FLOPs (training, and sampling its checkpoints); times nothing",
@@ -548,9 +606,15 @@ def main(argv=None) -> None:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
         return
     with tempfile.TemporaryDirectory() as tmp:
-        results["training"] = bench_training(section, spec, args.steps, args.rounds, Path(tmp), args.peak_tflops)
-    if args.packed:
-        results["packed"] = bench_packed(section, spec, args.steps, args.rounds, args.packed)
+        tmp = Path(tmp)
+        results["training"] = bench_training(
+            section, spec, args.steps, args.rounds, tmp / "single", args.peak_tflops, bare_loop=not args.no_bare
+        )
+        if args.packed:
+            peak = bf16_peak_tflops(resolve_device(section["training"]["device"]), args.peak_tflops)
+            results["packed"] = bench_packed(
+                section, spec, args.steps, args.rounds, args.packed, tmp / "packed", peak, bare_loop=not args.no_bare
+            )
     if not args.training_only:
         results["sampling"] = bench_sampling(section, args.samples, section["sampling"]["num_inference_steps"])
         results["prediction"] = bench_prediction(32)

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# One device session's GPU measurements for issue #9, as a single command (about 9 minutes on an
-# H100/H200 by design; nothing here has run on a GPU yet; each setting's JSON lands under $OUT as
-# it finishes, so a cut-short session keeps the earlier ones). On the device machine, from the repo:
+# One device session's GPU measurements for issue #9 (nothing here has run on a GPU yet). On the
+# device machine, from the repo:
 #
-#   bash bench/gpu_bench.sh            # paper model (config.paper.yaml), JSON files under $OUT
-#   CONFIG=config.yaml STEPS=20 bash bench/gpu_bench.sh   # a quick CPU smoke run of the script
+#   bash bench/gpu_bench.sh                 # every setting, most important first, JSON under $OUT
+#   bash bench/gpu_bench.sh graph_packed    # only the named settings (names below)
+#   CONFIG=config.yaml STEPS=6 GRAPH_STEPS=6 PACK=2 HEADS=16 bash bench/gpu_bench.sh   # CPU smoke run
+#
+# A device session has about 15 minutes, start-up included, and 10 per command: the settings run
+# in order of importance, each one's JSON and log land under $OUT as it finishes and summary.txt
+# is rewritten after each, so a command cut short keeps what it measured; run the rest by name in
+# a second command. Expected on an H100/H200 (a guess, never measured): the first three about
+# 8 minutes, the rest about 6.
 #
 # The device image lacks diffusers, umap-learn, pynndescent, jsonschema (+ referencing, rpds-py):
-# download their wheels into .whl/ here first (see /work/.library/device/README.md) and carry
-# .whl; they are installed into /tmp/site when present.
+# download their wheels into .whl/ here first (`make gpu-wheels`) and carry .whl; they are
+# installed into /tmp/site when present.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -18,54 +24,78 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-bench_out}"
 CONFIG="${CONFIG:-config.paper.yaml}"
-STEPS="${STEPS:-100}"
-# compiled settings: bench_bumps compiles in an untimed warm-up step; longer runs average out
-# CUDA-graph replays and the checkpoint at the end
-COMPILE_STEPS="${COMPILE_STEPS:-1000}"
+STEPS="${STEPS:-60}"  # eager settings (about 16 steps/s: the timing is long enough)
+# CUDA-graph and compiled settings: long enough that the one checkpoint at the end and the 3
+# eager warm-up steps (cuda_graph) are a small part; compile happens in an untimed warm-up step
+GRAPH_STEPS="${GRAPH_STEPS:-600}"
 PACK="${PACK:-4}"
+HEADS="${HEADS:-64}"  # the wide-heads settings' attention_head_dim (the paper model: 2 and 4 heads)
 mkdir -p "$OUT"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
-bench() {  # bench NAME ARGS...: one bench_bumps run, its JSON and log under $OUT
-    local name=$1
-    shift
-    echo "== $name: $*"
-    timeout 240 python3 bench/bench_bumps.py --config "$CONFIG" --steps "${BENCH_STEPS:-$STEPS}" --rounds 2 \
-        --training-only --json "$OUT/$name.json" "$@" >"$OUT/$name.log" 2>&1 || echo "   failed or timed out: see $name.log"
-}
-
-# like with like: each setting in the pipeline and the bare loop; packing (K in turn, K stacked) eager
-bench fp32_eager_packed --packed "$PACK"
-bench bf16_eager --set precision=bf16
-bench fp32_tf32_fused --set tf32=true --set fused_optimizer=true
-BENCH_STEPS=$COMPILE_STEPS bench fp32_compile_default --set compile=default
-BENCH_STEPS=$COMPILE_STEPS bench fp32_reduce_overhead --set compile=reduce-overhead
-# whole-step CUDA graph (3 eager warm-up steps, then capture): in the pipeline only, its bare loop stays eager fp32
-BENCH_STEPS=$COMPILE_STEPS bench fp32_cuda_graph --set cuda_graph=true
-# wider attention heads (a different model: 2 and 4 heads of width 64 instead of 16 and 32 of
-# width 8), eager and with the likeliest fastest combination; last, so a short session still gets the rest
-bench fp32_heads64 --set model.attention_head_dim=64
-BENCH_STEPS=$COMPILE_STEPS bench bf16_heads64_cuda_graph --set model.attention_head_dim=64 --set precision=bf16 --set cuda_graph=true
-
-python3 - "$OUT" <<'PY'
+summarize() {
+    python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
+nan = float("nan")
+def num(value):
+    return nan if value is None else value
 rows = []
-for path in sorted(out.glob("*.json")):
+for path in sorted(out.glob("*.json"), key=lambda p: p.stat().st_mtime):
     data = json.loads(path.read_text())
     t, p = data.get("training", {}), data.get("packed", {})
-    rows.append(
-        f"{path.stem:24s} pipeline {t.get('pipeline_steps_per_s', float('nan')):7.1f}  "
-        f"bare {t.get('bare_steps_per_s', float('nan')):7.1f} steps/s  "
-        f"{t.get('images_per_s', float('nan')):8.0f} images/s  "
-        f"{(t.get('fraction_of_bf16_peak') or float('nan')):6.1%} of bf16 peak"
-        + (
-            f"  | K={p['models']}: in turn {p['packed_aggregate_steps_per_s']:.1f}, "
-            f"stacked {p['stacked_aggregate_steps_per_s']:.1f} model-steps/s"
-            if p
-            else ""
-        )
+    row = (
+        f"{path.stem:26s} pipeline {num(t.get('pipeline_steps_per_s')):7.1f}  "
+        f"bare {num(t.get('bare_steps_per_s')):7.1f} steps/s  "
+        f"{num(t.get('images_per_s')):8.0f} images/s  {num(t.get('fraction_of_bf16_peak')):6.1%} of bf16 peak"
     )
+    if p:
+        row += (
+            f"  | K={p['models']}: pipeline pack {p['pipeline_pack_aggregate_steps_per_s']:.1f} model-steps/s "
+            f"({num(p['pipeline_pack_fraction_of_bf16_peak']):.1%} of peak)"
+        )
+        if "stacked_aggregate_steps_per_s" in p:
+            row += (
+                f", bare in turn {p['packed_aggregate_steps_per_s']:.1f}, "
+                f"bare stacked {p['stacked_aggregate_steps_per_s']:.1f}"
+            )
+        row += f"; sampling {p['sample_seconds_per_checkpoint_per_model']:.1f} s per checkpoint"
+    rows.append(row)
 (out / "summary.txt").write_text("\n".join(rows) + "\n")
-print("\n".join(rows))
+print(rows[-1] if rows else "no results")
 PY
+}
+
+bench() {  # bench NAME STEPS ARGS...: one bench_bumps run, its JSON and log under $OUT
+    local name=$1 steps=$2
+    shift 2
+    echo "== $name: $*"
+    timeout 300 python3 bench/bench_bumps.py --config "$CONFIG" --steps "$steps" --rounds 2 \
+        --training-only --json "$OUT/$name.json" "$@" >"$OUT/$name.log" 2>&1 || echo "   failed or timed out: see $name.log"
+    summarize
+}
+
+setting() {  # the settings by name, in order of importance
+    case $1 in
+        # eager fp32 as configured: pipeline vs bare loop, K runs in turn / stacked (bare loops),
+        # the workflow's pack trainer vs its single run, and one checkpoint's sampling
+        eager_packed) bench "$1" "$STEPS" --packed "$PACK" ;;
+        # the whole-step CUDA graph, one run and a pack (the issue's target: aggregate model-steps/s)
+        graph_packed) bench "$1" "$GRAPH_STEPS" --packed "$PACK" --no-bare --set cuda_graph=true ;;
+        # the likeliest fastest: bf16, wider attention heads (a different model), CUDA graph, packed
+        bf16_wide_heads_graph_packed)
+            bench "$1" "$GRAPH_STEPS" --packed "$PACK" --no-bare --set cuda_graph=true --set precision=bf16 \
+                --set model.attention_head_dim="$HEADS" ;;
+        reduce_overhead) bench "$1" "$GRAPH_STEPS" --set compile=reduce-overhead ;;
+        bf16_eager) bench "$1" "$STEPS" --set precision=bf16 ;;
+        wide_heads_eager) bench "$1" "$STEPS" --set model.attention_head_dim="$HEADS" ;;
+        tf32_fused) bench "$1" "$STEPS" --set tf32=true --set fused_optimizer=true ;;
+        compile_default) bench "$1" "$GRAPH_STEPS" --set compile=default ;;
+        *) echo "unknown setting $1" >&2; return 2 ;;
+    esac
+}
+
+ALL=(eager_packed graph_packed bf16_wide_heads_graph_packed reduce_overhead bf16_eager wide_heads_eager tf32_fused compile_default)
+for name in "${@:-${ALL[@]}}"; do
+    setting "$name"
+done
