@@ -9,6 +9,9 @@
    includes compilation (compiled code is reused within the process).
    Also the FLOPs of one step's forward and backward (FlopCounterMode), images/s, achieved
    TFLOP/s and the fraction of the device's dense bf16 peak (known GPUs, or --peak-tflops).
+1a. The EMA update of the config's model: diffusers' EMAModel loop vs ForeachEMA's foreach form
+   (the trainer's on CUDA: the same arithmetic in three foreach operations), ms per update and
+   operations dispatched.
 1b. (--packed K) K independent same-shaped models trained in one process, one step of each in
    turn, and the same K models stacked into one vmapped module (diffcomp.packing: one batched
    forward, backward, AdamW and EMA step for all K), vs one model alone (bare loops, interleaved):
@@ -41,10 +44,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from diffusers.training_utils import EMAModel
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from diffusers.training_utils import EMAModel  # noqa: E402
 
 from diffcomp.bumps.config import dataset_specs  # noqa: E402
 from diffcomp.bumps.data import BumpDataset, render, tile  # noqa: E402
@@ -60,6 +64,7 @@ from diffcomp.bumps.sample import generate  # noqa: E402
 from diffcomp.bumps.train import RUNTIME_KEYS, resolve_device, semantic_config, train_pack, train_run  # noqa: E402
 from diffcomp.config import ConfigError, load_config, validate_config  # noqa: E402
 from diffcomp.diffusion import inference_steps  # noqa: E402
+from diffcomp.ema import ForeachEMA  # noqa: E402
 from diffcomp.io import write_csv  # noqa: E402
 from diffcomp.packing import StackedModels  # noqa: E402
 from diffcomp.training import (  # noqa: E402
@@ -105,7 +110,7 @@ class BareTrainer:
         self.sigma = tuple(np.broadcast_to(section["bench_sigma"], 2).tolist())
         self.alphas = noise_scheduler(section).alphas_cumprod.to(device)
         self.gamma = training["snr_gamma"]
-        self.ema = EMAModel(self.model.parameters(), decay=training["ema_decay"]) if training["ema_decay"] else None
+        self.ema = ForeachEMA(self.model.parameters(), decay=training["ema_decay"]) if training["ema_decay"] else None
         options = compile_options(training, device)
         self.forward = torch.compile(self.model, **options) if options is not None else self.model
         self.cuda_graphs = uses_cuda_graphs(options)
@@ -159,7 +164,7 @@ class StackedTrainer(BareTrainer):
         if settings["channels_last"]:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model.parameters(), training, settings)
-        self.ema = EMAModel(self.model.parameters(), decay=training["ema_decay"]) if training["ema_decay"] else None
+        self.ema = ForeachEMA(self.model.parameters(), decay=training["ema_decay"]) if training["ema_decay"] else None
         options = compile_options(training, device)
         self.forward = torch.compile(self.model, **options) if options is not None else self.model
 
@@ -325,6 +330,46 @@ def bench_training(section, spec, steps, rounds, tmp: Path, peak_tflops: float |
         # of the pipeline's rate
         **utilisation(section, labels, device, steps / p, bf16_peak_tflops(device, peak_tflops)),
     }
+
+
+def bench_ema(section: dict, steps: int = 20, rounds: int = 3) -> dict:
+    """One EMA update of the config's model: diffusers' EMAModel (a Python loop, three operations
+    per tensor) vs ForeachEMA (the same arithmetic in three foreach operations), alternating rounds;
+    and the operations each dispatches per update (each one kernel launch on a GPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.count += 1
+            return func(*args, **(kwargs or {}))
+
+    device = resolve_device(section["training"]["device"])
+    parameters = list(BumpDenoiser.from_config(section).to(device).parameters())
+    decay = section["training"]["ema_decay"] or 0.999
+    emas = {
+        "per_tensor": EMAModel(parameters, decay=decay),
+        "foreach": ForeachEMA(parameters, decay=decay, foreach_update=True),
+    }
+    seconds = {name: [] for name in emas}
+    for r in range(rounds):
+        for name in emas if r % 2 == 0 else list(emas)[::-1]:
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                emas[name].step(parameters)
+            synchronize(device)
+            seconds[name].append((time.perf_counter() - start) / steps)
+    out = {"tensors": len(parameters)}
+    for name, ema in emas.items():
+        Count.count = 0
+        with Count():
+            ema.step(parameters)
+        out[f"{name}_ms"] = 1e3 * float(np.median(seconds[name]))
+        out[f"{name}_operations"] = Count.count
+    out["per_tensor_over_foreach"] = out["per_tensor_ms"] / out["foreach_ms"]
+    return out
 
 
 def bench_pipeline_pack(section, spec, steps: int, rounds: int, k: int, tmp: Path, peak) -> dict:
@@ -607,6 +652,7 @@ def main(argv=None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        results["ema"] = bench_ema(section)
         results["training"] = bench_training(
             section, spec, args.steps, args.rounds, tmp / "single", args.peak_tflops, bare_loop=not args.no_bare
         )

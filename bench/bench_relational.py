@@ -41,13 +41,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers.training_utils import EMAModel
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from diffcomp.config import load_config  # noqa: E402
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler  # noqa: E402
+from diffcomp.ema import ForeachEMA  # noqa: E402
 from diffcomp.io import write_csv  # noqa: E402
 from diffcomp.relational.config import experiment_names, experiment_settings, run_definition, split_specs  # noqa: E402
 from diffcomp.relational.contrastive import train_image_encoder  # noqa: E402
@@ -105,7 +105,7 @@ def bare_loop_seconds(
     table = torch.from_numpy(triples).to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(parameters, training, settings)
-    ema = EMAModel(parameters, decay=training["ema_decay"]) if training["ema_decay"] > 0 else None
+    ema = ForeachEMA(parameters, decay=training["ema_decay"]) if training["ema_decay"] > 0 else None
     loss_fn = EpsilonLoss(ddpm_scheduler(run["diffusion"]), training["snr_gamma"], device)
     generator = torch.Generator(device=device).manual_seed(run["seed"])
     options = compile_options(training, device)

@@ -50,11 +50,11 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from diffcomp.config import RUNTIME_KEYS  # noqa: F401 (re-exported)
+from diffcomp.ema import ForeachEMA
 from diffcomp.graphed_step import DeviceEMA, GraphedStep
 from diffcomp.io import atomic_path, write_csv, write_json
 
@@ -498,7 +498,9 @@ def train(
         cfg["lr_schedule"], optimizer, num_warmup_steps=cfg["warmup_steps"], num_training_steps=cfg["steps"]
     )
     # the cuda_graph step keeps the EMA's step counter and decay on the device (same numbers, same state format)
-    ema_class = DeviceEMA if cuda_graph else EMAModel
+    # EMAModel's per-tensor arithmetic as a few foreach operations (diffcomp/ema.py); the graphed
+    # step's variant keeps its decay on the device
+    ema_class = DeviceEMA if cuda_graph else ForeachEMA
     ema = ema_class(parameters, decay=cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
     data_rng, noise_rng = training_generators(seed, device)
 

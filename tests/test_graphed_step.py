@@ -75,9 +75,12 @@ def _assert_same_ema(a, b) -> None:
     [{"decay": 0.99}, {"decay": 0.9999}, {"decay": 0.999, "use_ema_warmup": True, "min_decay": 0.5}],
     ids=["0.99", "0.9999", "warmup"],
 )
-def test_device_ema_equals_diffusers_bit_for_bit(options):
+@pytest.mark.parametrize("foreach_update", [None, True], ids=["loop", "foreach"])
+def test_device_ema_equals_diffusers_bit_for_bit(options, foreach_update):
+    """In both update forms: the loop a CPU gets by default, and the foreach one of a GPU."""
     parameters = _parameters(0)
-    reference, device_ema = EMAModel(parameters, **options), DeviceEMA(parameters, **options)
+    reference = EMAModel(parameters, **options)
+    device_ema = DeviceEMA(parameters, foreach_update=foreach_update, **options)
     generator = torch.Generator().manual_seed(1)
     for _ in range(15):
         _perturb(parameters, generator)
@@ -92,7 +95,8 @@ def test_device_ema_equals_diffusers_bit_for_bit(options):
     assert {k: v for k, v in saved_reference.items() if k != "shadow_params"} == {
         k: v for k, v in saved_device.items() if k != "shadow_params"
     }
-    resumed_reference, resumed_device = EMAModel(parameters, **options), DeviceEMA(parameters, **options)
+    resumed_reference = EMAModel(parameters, **options)
+    resumed_device = DeviceEMA(parameters, foreach_update=foreach_update, **options)
     resumed_reference.load_state_dict(saved_device)
     shadow = list(resumed_device.shadow_params)
     resumed_device.load_state_dict(saved_reference)
