@@ -24,8 +24,9 @@
    and later fits.
 5. (--figure-set) the quick figure set's wall time: `snakemake --cores 2` in a fresh folder.
 
---flops only counts what one run of the config costs (FlopCounterMode, no timing): its training
-and the sampling of its kept checkpoints, and their ratio.
+--flops only counts (no timing): what one run of the config costs in FLOPs (FlopCounterMode), its
+training and the sampling of its kept checkpoints, and their ratio; and the operations one eager
+training step dispatches (about one kernel launch each on a GPU), for one model and K stacked.
 """
 
 from __future__ import annotations
@@ -332,10 +333,9 @@ def bench_training(section, spec, steps, rounds, tmp: Path, peak_tflops: float |
     }
 
 
-def bench_ema(section: dict, steps: int = 20, rounds: int = 3) -> dict:
-    """One EMA update of the config's model: diffusers' EMAModel (a Python loop, three operations
-    per tensor) vs ForeachEMA (the same arithmetic in three foreach operations), alternating rounds;
-    and the operations each dispatches per update (each one kernel launch on a GPU)."""
+def dispatched_operations(run) -> int:
+    """How many ATen operations ``run()`` dispatches: on a GPU, eagerly, about one kernel launch
+    each (views and metadata queries included, so an upper bound)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
@@ -345,6 +345,53 @@ def bench_ema(section: dict, steps: int = 20, rounds: int = 3) -> dict:
             Count.count += 1
             return func(*args, **(kwargs or {}))
 
+    with Count():
+        run()
+    return Count.count
+
+
+def operation_counts(section: dict, labels: np.ndarray, device: torch.device, k: int = 4) -> dict:
+    """Operations one eager training step dispatches, as on CUDA: AdamW in its foreach form (the
+    default there) and the trainer's EMA in its (ForeachEMA); for one model, and for K models
+    stacked into one vmapped module (diffcomp.packing), which should dispatch about as many for K
+    times the work. Eager PyTorch spends microseconds of host time per operation, so this bounds
+    an eager step from below whatever the GPU; a CUDA graph replays them without the host."""
+    training = {**section["training"], "compile": False}
+    out = {}
+    for name, trainer in (
+        ("one_model", BareTrainer({**section, "training": training}, labels, device)),
+        (f"stacked_{k}", StackedTrainer({**section, "training": training}, labels, device, k)),
+    ):
+        parameters = list(trainer.model.parameters())
+        trainer.optimizer = torch.optim.AdamW(
+            parameters, lr=training["learning_rate"], weight_decay=training["weight_decay"], foreach=True
+        )
+        if trainer.ema is not None:
+            trainer.ema = ForeachEMA(parameters, decay=training["ema_decay"], foreach_update=True)
+        trainer.step()  # AdamW creates its state in its first step
+        total = dispatched_operations(trainer.step)
+        optimizer = dispatched_operations(trainer.optimizer.step)
+        ema, loop = 0, 0
+        if trainer.ema is not None:
+            ema = dispatched_operations(lambda t=trainer, ps=parameters: t.ema.step(ps))
+            # what EMAModel's default (per-tensor) update would dispatch instead
+            per_tensor = ForeachEMA(parameters, decay=training["ema_decay"], foreach_update=False)
+            loop = dispatched_operations(lambda e=per_tensor, ps=parameters: e.step(ps))
+        out[name] = {
+            "tensors": len(parameters),
+            "step": total,
+            "batch_forward_loss_backward": total - optimizer - ema,
+            "adamw_foreach": optimizer,
+            "ema": ema,
+            "ema_as_per_tensor_loop": loop,
+        }
+    return out
+
+
+def bench_ema(section: dict, steps: int = 20, rounds: int = 3) -> dict:
+    """One EMA update of the config's model: diffusers' EMAModel (a Python loop, three operations
+    per tensor) vs ForeachEMA (the same arithmetic in three foreach operations), alternating rounds;
+    and the operations each dispatches per update (each one kernel launch on a GPU)."""
     device = resolve_device(section["training"]["device"])
     parameters = list(BumpDenoiser.from_config(section).to(device).parameters())
     decay = section["training"]["ema_decay"] or 0.999
@@ -363,11 +410,8 @@ def bench_ema(section: dict, steps: int = 20, rounds: int = 3) -> dict:
             seconds[name].append((time.perf_counter() - start) / steps)
     out = {"tensors": len(parameters)}
     for name, ema in emas.items():
-        Count.count = 0
-        with Count():
-            ema.step(parameters)
         out[f"{name}_ms"] = 1e3 * float(np.median(seconds[name]))
-        out[f"{name}_operations"] = Count.count
+        out[f"{name}_operations"] = dispatched_operations(lambda ema=ema: ema.step(parameters))
     out["per_tensor_over_foreach"] = out["per_tensor_ms"] / out["foreach_ms"]
     return out
 
@@ -611,7 +655,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--flops",
         action="store_true",
-        help="only count one run's FLOPs (training, and sampling its checkpoints); times nothing",
+        help="only count one run's FLOPs (training, and sampling its checkpoints) and a step's operations; "
+        "times nothing",
     )
     parser.add_argument(
         "--peak-tflops",
@@ -646,6 +691,7 @@ def main(argv=None) -> None:
         labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
         section = {**section, "bench_sigma": list(dataset.sigma)}
         results["flops"] = {"dataset": spec["name"], **flop_budget(section, spec, labels, device)}
+        results["operations"] = operation_counts(section, labels, device, args.packed or 4)
         print(json.dumps(results, indent=2))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
