@@ -356,8 +356,9 @@ def operation_counts(section: dict, labels: np.ndarray, device: torch.device, k:
     stacked into one vmapped module (diffcomp.packing), which should dispatch about as many for K
     times the work. Eager PyTorch spends microseconds of host time per operation, so this bounds
     an eager step from below whatever the GPU; a CUDA graph replays them without the host."""
-    training = {**section["training"], "compile": False}
-    out = {}
+    # at batch 4: the operations do not depend on the batch size, the memory does
+    training = {**section["training"], "compile": False, "batch_size": 4}
+    out = {"batch_size_counted_at": 4}
     for name, trainer in (
         ("one_model", BareTrainer({**section, "training": training}, labels, device)),
         (f"stacked_{k}", StackedTrainer({**section, "training": training}, labels, device, k)),
