@@ -25,6 +25,9 @@ made in a temporary folder (no Snakemake):
 6. (--packed K) Packs: K runs of the split (seeds 0..K-1) trained by the pipeline one after the
    other (train_relational_run K times) vs as one pack (train_relational_pack: the K models
    stacked and vmapped), in alternating rounds; aggregate model-steps/s of each.
+
+--flops only counts one run's FLOPs (training, and sampling its checkpoints; on the meta device,
+so the paper model too) and times nothing.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from diffcomp.relational.train import (  # noqa: E402
 from diffcomp.training import (  # noqa: E402
     RUNTIME_KEYS,
     apply_tf32,
+    checkpoint_steps,
     compile_options,
     gpu_settings,
     load_snapshot,
@@ -350,6 +354,56 @@ def bench_sampling(
     }
 
 
+def flop_budget(run: dict, sampling: dict, names: list[str]) -> dict:
+    """What one run of the config costs in FLOPs (torch's FlopCounterMode: matmuls, convolutions
+    and attention; norms, elementwise work and the optimiser not counted), counted on the meta
+    device so even the paper model costs nothing to count: a training step's forward and backward
+    at the configured batch (a frozen encoder's caption states are cached, so only a trainable
+    encoder adds to it), and the sampling of every kept checkpoint (one forward pass per sampler
+    step for sampling.num_train + num_test samples)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = torch.device("meta")
+    with meta:
+        model, encoder = build_model(run, names, meta)
+    batch = run["training"]["batch_size"]
+    height, width = model.image_shape
+
+    def condition(count: int):
+        if encoder.trainable:  # token ids through the encoder inside the model
+            ids = torch.zeros(count, encoder.max_length, dtype=torch.long, device=meta)
+            return ids, torch.ones(count, encoder.max_length, dtype=torch.long, device=meta)
+        states = torch.empty(count, encoder.max_length, encoder.hidden_size, device=meta)
+        return states, torch.ones(count, encoder.max_length, dtype=torch.long, device=meta)
+
+    def forward(count: int):
+        noisy = torch.empty(count, 1, height, width, device=meta)
+        return model(noisy, torch.zeros(count, dtype=torch.long, device=meta), condition(count))
+
+    with FlopCounterMode(display=False) as counter:
+        forward(batch).float().pow(2).mean().backward()
+    per_step = float(counter.get_total_flops())
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        forward(1)
+    per_image = float(counter.get_total_flops())
+    training = run["training"]
+    checkpoints = len(checkpoint_steps(training["steps"], training["checkpoint_every"]))
+    samples = sampling["num_train"] + sampling["num_test"]
+    per_checkpoint = per_image * samples * inference_steps(run["diffusion"], sampling)
+    train_total = per_step * training["steps"]
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trained_tensors": sum(p.requires_grad for p in model.parameters()),
+        "training_tflop_per_step": per_step / 1e12,
+        "training_pflop_per_run": train_total / 1e15,
+        "checkpoints": checkpoints,
+        "samples_per_checkpoint": samples,
+        "sampling_tflop_per_checkpoint": per_checkpoint / 1e12,
+        "sampling_pflop_per_run": per_checkpoint * checkpoints / 1e15,
+        "sampling_over_training": per_checkpoint * checkpoints / train_total,
+    }
+
+
 def print_table(results: dict) -> None:
     t, x, p, s = results["training"], results["text_encoder"], results["prediction"], results["sampling"]
     rows = [
@@ -426,6 +480,11 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-images", type=int, default=20_000)
     parser.add_argument("--scale-vocab", type=int, default=30, help="also time the encoder for this vocabulary size")
     parser.add_argument("--packed", type=int, default=0, metavar="K", help="also time K runs as one pack")
+    parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="only count one run's FLOPs (training, and sampling its checkpoints) on the meta device; times nothing",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -442,6 +501,13 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     names = nouns(spec["vocab_size"])
+    if args.flops:
+        budget = {"config": str(args.config), "experiment": experiment, "split": split}
+        budget.update(flop_budget(run, section["sampling"], names))
+        print(json.dumps(budget, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(budget, indent=2) + "\n")
+        return
     icons = render_icons(len(names), section["icon_size"])
     train_triples, test_triples = Split.from_config(spec).triples()
     results = {
