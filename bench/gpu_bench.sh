@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_bench.sh                 # every setting, most important first, JSON under $OUT
 #   bash bench/gpu_bench.sh graph_packed    # only the named settings (names below)
-#   CONFIG=config.yaml STEPS=6 GRAPH_STEPS=6 PACK=2 HEADS=16 bash bench/gpu_bench.sh   # CPU smoke run
+#   CONFIG=config.yaml STEPS=6 GRAPH_STEPS=6 PACK=2 HEADS=16 RELATIONAL_STEPS=5 bash bench/gpu_bench.sh   # CPU smoke
 #
 # A device session has about 15 minutes, start-up included, and 10 per command: the settings run
 # in order of importance, each one's JSON and log land under $OUT as it finishes and summary.txt
@@ -30,6 +30,8 @@ STEPS="${STEPS:-60}"  # eager settings (about 16 steps/s: the timing is long eno
 GRAPH_STEPS="${GRAPH_STEPS:-600}"
 PACK="${PACK:-4}"
 HEADS="${HEADS:-64}"  # the wide-heads settings' attention_head_dim (the paper model: 2 and 4 heads)
+RELATIONAL_CONFIG="${RELATIONAL_CONFIG:-$CONFIG}"
+RELATIONAL_STEPS="${RELATIONAL_STEPS:-20}"
 mkdir -p "$OUT"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
@@ -91,11 +93,18 @@ setting() {  # the settings by name, in order of importance
         wide_heads_eager) bench "$1" "$STEPS" --set model.attention_head_dim="$HEADS" ;;
         tf32_fused) bench "$1" "$STEPS" --set tf32=true --set fused_optimizer=true ;;
         compile_default) bench "$1" "$GRAPH_STEPS" --set compile=default ;;
+        # the relational paper model (42.6 TFLOP a step, bench_relational.py --flops): pipeline vs
+        # bare loop, contrastive losses, text encoder, one checkpoint's sampling
+        relational)
+            echo "== $1"
+            timeout 300 python3 bench/bench_relational.py --config "$RELATIONAL_CONFIG" --steps "$RELATIONAL_STEPS" \
+                --rounds 2 --threads 4 --json "$OUT/$1.json" >"$OUT/$1.log" 2>&1 || echo "   failed or timed out: see $1.log"
+            summarize ;;
         *) echo "unknown setting $1" >&2; return 2 ;;
     esac
 }
 
-ALL=(eager_packed graph_packed bf16_wide_heads_graph_packed reduce_overhead bf16_eager wide_heads_eager tf32_fused compile_default)
+ALL=(eager_packed graph_packed bf16_wide_heads_graph_packed reduce_overhead bf16_eager wide_heads_eager tf32_fused compile_default relational)
 for name in "${@:-${ALL[@]}}"; do
     setting "$name"
 done
