@@ -14,10 +14,11 @@
 #
 # The device image lacks diffusers, umap-learn, pynndescent, jsonschema (+ referencing, rpds-py):
 # download their wheels into .whl/ here first (`make gpu-wheels`) and carry .whl; they are
-# installed into /tmp/site when present.
+# installed into /tmp/site when present and those packages are not importable.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if compgen -G ".whl/*.whl" >/dev/null; then
+# (only where they are missing: .whl/ holds Python 3.12 wheels for the device image)
+if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import diffusers, umap, jsonschema" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi

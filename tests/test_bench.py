@@ -1,0 +1,56 @@
+"""The GPU measurements run in one short device session (bench/gpu_bench.sh): the benches must
+work when that session comes, so their counting modes and the script run here on the quick config
+(no timing is asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args, env=None, timeout=600):
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env, check=True)
+
+
+def test_bench_bumps_counts_flops_and_operations(tmp_path):
+    out = tmp_path / "flops.json"
+    _run(sys.executable, "bench/bench_bumps.py", "--flops", "--packed", "2", "--json", str(out))
+    result = json.loads(out.read_text())
+    flops, operations = result["flops"], result["operations"]
+    assert flops["checkpoints"] == 6 and flops["sampler_steps"] == 10  # the quick config's
+    assert 0 < flops["sampling_pflop_per_run"] < flops["training_pflop_per_run"]
+    one, stacked = operations["one_model"], operations["stacked_2"]
+    assert one["tensors"] == stacked["tensors"]
+    # the optimiser and the EMA do the same operations for one model and for the stack of two
+    assert one["adamw_foreach"] == stacked["adamw_foreach"] and one["ema"] == stacked["ema"] == 4
+    assert one["ema_as_per_tensor_loop"] >= 3 * one["tensors"] - 3
+    assert 0 < one["batch_forward_loss_backward"] <= stacked["batch_forward_loss_backward"]
+
+
+def test_bench_relational_counts_flops(tmp_path):
+    out = tmp_path / "flops.json"
+    _run(sys.executable, "bench/bench_relational.py", "--flops", "--json", str(out))
+    result = json.loads(out.read_text())
+    assert result["experiment"] == "baseline" and result["parameters"] > 0
+    assert 0 < result["sampling_pflop_per_run"] < result["training_pflop_per_run"]
+
+
+def test_gpu_bench_script_runs_a_setting_and_summarises(tmp_path):
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OUT": str(tmp_path),
+        "CONFIG": "config.yaml",
+        "STEPS": "3",
+        "PACK": "2",
+    }
+    _run("bash", "bench/gpu_bench.sh", "eager_packed", env=env)
+    result = json.loads((tmp_path / "eager_packed.json").read_text())
+    packed = result["packed"]
+    assert packed["models"] == 2 and packed["pipeline_pack_aggregate_steps_per_s"] > 0
+    assert result["ema"]["foreach_operations"] < result["ema"]["per_tensor_operations"]
+    summary = (tmp_path / "summary.txt").read_text()
+    assert summary.startswith("eager_packed") and "pipeline pack" in summary
