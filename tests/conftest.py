@@ -30,6 +30,27 @@ TINY_RELATIONAL_MODEL = {
 TINY_TEXT_ENCODER = {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32, "max_length": 12}
 
 
+def ema_parameters(seed: int, count: int = 4) -> list:
+    """Weights of several shapes (a 0-dim one too) for the EMA tests; the second is frozen, which
+    EMAModel copies instead of averaging."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(7, 5), (5,), (3, 2, 3, 3), (), (11,), (2, 9)][:count] + [(4, 4)] * max(0, count - 6)
+    parameters = [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in shapes]
+    parameters[1].requires_grad_(False)
+    return parameters
+
+
+def perturb(parameters, generator) -> None:
+    """What an optimiser step does to the weights, as far as an EMA can tell."""
+    import torch
+
+    with torch.no_grad():
+        for p in parameters:
+            p.add_(0.1 * torch.randn(p.shape, generator=generator).to(p.dtype))
+
+
 def snakemake_bin() -> str:
     """The snakemake of the interpreter running the tests (the project venv)."""
     candidate = Path(sys.executable).with_name("snakemake")

@@ -3,24 +3,11 @@ grow with the number of tensors (on a GPU, kernel launches; there it is the defa
 
 import pytest
 import torch
+from conftest import ema_parameters, perturb
 from diffusers.training_utils import EMAModel
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from diffcomp.ema import ForeachEMA
-
-
-def _parameters(seed: int, count: int = 4) -> list[torch.nn.Parameter]:
-    generator = torch.Generator().manual_seed(seed)
-    shapes = [(7, 5), (5,), (3, 2, 3, 3), (), (11,), (2, 9)][:count] + [(4, 4)] * max(0, count - 6)
-    parameters = [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in shapes]
-    parameters[1].requires_grad_(False)  # EMAModel copies frozen parameters instead of averaging them
-    return parameters
-
-
-def _perturb(parameters, generator: torch.Generator) -> None:
-    with torch.no_grad():
-        for p in parameters:
-            p.add_(0.1 * torch.randn(p.shape, generator=generator).to(p.dtype))
 
 
 @pytest.mark.parametrize("foreach_update", [True, None], ids=["foreach", "default"])
@@ -31,14 +18,14 @@ def _perturb(parameters, generator: torch.Generator) -> None:
 )
 def test_foreach_ema_equals_diffusers_per_tensor_update_bit_for_bit(options, foreach_update):
     """Both update forms (None = the loop on this CPU) equal EMAModel's own bit for bit."""
-    parameters = _parameters(0, count=6)
+    parameters = ema_parameters(0, count=6)
     with torch.no_grad():
         parameters[4].data = parameters[4].data.to(torch.bfloat16)  # a second compute type
     reference = EMAModel(parameters, **options)
     foreach = ForeachEMA(parameters, foreach_update=foreach_update, **options)
     generator = torch.Generator().manual_seed(1)
     for _ in range(30):
-        _perturb(parameters, generator)
+        perturb(parameters, generator)
         reference.step(parameters)
         foreach.step(parameters)
         assert foreach.optimization_step == reference.optimization_step
@@ -77,7 +64,7 @@ def _operations_per_step(ema_class, parameters, **kwargs) -> int:
 def test_foreach_ema_takes_a_fixed_number_of_operations_per_step():
     """Three per trained tensor for EMAModel's loop (each a kernel launch on a GPU); a constant
     for ForeachEMA, however many tensors there are."""
-    small, large = _parameters(0, count=6), _parameters(0, count=60)
+    small, large = ema_parameters(0, count=6), ema_parameters(0, count=60)
     trained = sum(p.requires_grad for p in large) - sum(p.requires_grad for p in small)
     per_tensor = _operations_per_step(EMAModel, large) - _operations_per_step(EMAModel, small)
     assert per_tensor == 3 * trained
@@ -89,4 +76,4 @@ def test_foreach_ema_takes_a_fixed_number_of_operations_per_step():
 
 def test_foreach_ema_refuses_the_foreach_flag():
     with pytest.raises(ValueError, match="per-tensor arithmetic"):
-        ForeachEMA(_parameters(0), decay=0.9, foreach=True)
+        ForeachEMA(ema_parameters(0), decay=0.9, foreach=True)

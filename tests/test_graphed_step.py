@@ -15,6 +15,7 @@ import types
 
 import pytest
 import torch
+from conftest import ema_parameters, perturb
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 from test_bumps_pack import two_runs
@@ -40,21 +41,6 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs n
 # --------------------------------------------------------------------------------------------
 # the device-side EMA
 # --------------------------------------------------------------------------------------------
-def _parameters(seed: int) -> list[torch.nn.Parameter]:
-    generator = torch.Generator().manual_seed(seed)
-    shapes = [(7, 5), (5,), (3, 2, 3, 3), ()]
-    parameters = [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in shapes]
-    parameters[1].requires_grad_(False)  # EMAModel copies frozen parameters instead of averaging them
-    return parameters
-
-
-def _perturb(parameters, generator: torch.Generator) -> None:
-    """What an optimiser step does to the weights, as far as the EMA can tell."""
-    with torch.no_grad():
-        for p in parameters:
-            p.add_(0.1 * torch.randn(p.shape, generator=generator))
-
-
 def _round_trip(state: dict) -> dict:
     """Through torch.save/load as the trainer's resume states go (weights_only, onto the CPU)."""
     buffer = io.BytesIO()
@@ -78,12 +64,12 @@ def _assert_same_ema(a, b) -> None:
 @pytest.mark.parametrize("foreach_update", [None, True], ids=["loop", "foreach"])
 def test_device_ema_equals_diffusers_bit_for_bit(options, foreach_update):
     """In both update forms: the loop a CPU gets by default, and the foreach one of a GPU."""
-    parameters = _parameters(0)
+    parameters = ema_parameters(0)
     reference = EMAModel(parameters, **options)
     device_ema = DeviceEMA(parameters, foreach_update=foreach_update, **options)
     generator = torch.Generator().manual_seed(1)
     for _ in range(15):
-        _perturb(parameters, generator)
+        perturb(parameters, generator)
         reference.step(parameters)
         device_ema.step(parameters)
         _assert_same_ema(reference, device_ema)
@@ -103,7 +89,7 @@ def test_device_ema_equals_diffusers_bit_for_bit(options, foreach_update):
     # loaded in place: a captured graph keeps pointing at the right tensors
     assert all(a is b for a, b in zip(shadow, resumed_device.shadow_params, strict=True))
     for _ in range(15):
-        _perturb(parameters, generator)
+        perturb(parameters, generator)
         for ema in (reference, device_ema, resumed_reference, resumed_device):
             ema.step(parameters)
         _assert_same_ema(reference, device_ema)
@@ -113,7 +99,7 @@ def test_device_ema_equals_diffusers_bit_for_bit(options, foreach_update):
 
 
 def test_device_ema_decay_follows_diffusers_formula():
-    ema = DeviceEMA(_parameters(0), decay=0.9, update_after_step=2)
+    ema = DeviceEMA(ema_parameters(0), decay=0.9, update_after_step=2)
     for step in range(12):
         ema.optimization_step = step
         assert ema.device_decay().dtype == torch.float64
@@ -122,9 +108,9 @@ def test_device_ema_decay_follows_diffusers_formula():
 
 def test_device_ema_sampling_weights_round_trip():
     """store / copy_to / restore (the trainer's sampling_weights) work on the inherited methods."""
-    parameters = _parameters(2)
+    parameters = ema_parameters(2)
     ema = DeviceEMA(parameters, decay=0.9)
-    _perturb(parameters, torch.Generator().manual_seed(3))
+    perturb(parameters, torch.Generator().manual_seed(3))
     ema.step(parameters)
     before = [p.detach().clone() for p in parameters]
     ema.store(parameters)
@@ -135,7 +121,7 @@ def test_device_ema_sampling_weights_round_trip():
 
 
 def test_device_ema_rejects_mismatched_state():
-    ema = DeviceEMA(_parameters(0), decay=0.9)
+    ema = DeviceEMA(ema_parameters(0), decay=0.9)
     state = copy.deepcopy(ema.state_dict())
     state["shadow_params"] = state["shadow_params"][:-1]
     with pytest.raises(ValueError, match="do not match"):
