@@ -293,18 +293,24 @@ def utilisation(section: dict, labels: np.ndarray, device: torch.device, steps_p
     }
 
 
+def bench_data(section: dict, spec: dict) -> tuple[dict, object, np.ndarray]:
+    """The bench's dataset: the section with the dataset's spread (``bench_sigma``, which the bare
+    trainers render with), its label table, and its training labels (float32, (N, 2))."""
+    dataset = BumpDataset.from_config(spec, section["image_size"])
+    table = dataset.labels()
+    labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
+    return {**section, "bench_sigma": list(dataset.sigma)}, table, labels
+
+
 def bench_training(section, spec, steps, rounds, tmp: Path, peak_tflops: float | None = None, bare_loop=True) -> dict:
     """Pipeline vs bare loop, alternating rounds; the pipeline includes EMA, logging and checkpoints.
     ``bare_loop`` False times the pipeline alone (for settings the bare loop does not have, such as
     the whole-step CUDA graph, whose comparison is the eager setting's own bench)."""
     device = resolve_device(section["training"]["device"])
     torch.set_num_threads(section["training"]["threads"])
-    dataset = BumpDataset.from_config(spec, section["image_size"])
-    table = dataset.labels()
+    section, table, labels = bench_data(section, spec)
     tmp.mkdir(parents=True, exist_ok=True)
     write_csv(tmp / "labels.csv", table)
-    labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
-    section = {**section, "bench_sigma": list(dataset.sigma)}
     warm_up(section, labels, device)
     pipeline, bare = [], []
     for r in range(rounds):
@@ -395,7 +401,7 @@ def bench_ema(section: dict, steps: int = 20, rounds: int = 3) -> dict:
     and the operations each dispatches per update (each one kernel launch on a GPU)."""
     device = resolve_device(section["training"]["device"])
     parameters = list(BumpDenoiser.from_config(section).to(device).parameters())
-    decay = section["training"]["ema_decay"] or 0.999
+    decay = section["training"]["ema_decay"] or 0.999  # a config without EMA still gets its model's timed
     emas = {
         "per_tensor": EMAModel(parameters, decay=decay),
         "foreach": ForeachEMA(parameters, decay=decay, foreach_update=True),
@@ -417,17 +423,15 @@ def bench_ema(section: dict, steps: int = 20, rounds: int = 3) -> dict:
     return out
 
 
-def bench_pipeline_pack(section, spec, steps: int, rounds: int, k: int, tmp: Path, peak) -> dict:
+def bench_pipeline_pack(section, spec, table, labels, steps: int, rounds: int, k: int, tmp: Path, peak) -> dict:
     """The workflow's own trainers: one run (train_run) vs a pack of K runs (train_pack, the rule
     bumps_train_pack's function), alternating rounds, each with the config's settings (so with
     cuda_graph on, the pack's whole step is one graph) and one checkpoint at the end. This is the
-    number issue #9's target is about: model-steps/s aggregated over the pack."""
+    number issue #9's target is about: model-steps/s aggregated over the pack. ``section``,
+    ``table`` and ``labels``: :func:`bench_data`'s."""
     device = resolve_device(section["training"]["device"])
-    dataset = BumpDataset.from_config(spec, section["image_size"])
-    table = dataset.labels()
     tmp.mkdir(parents=True, exist_ok=True)
     write_csv(tmp / "labels.csv", table)
-    labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
     run_section = copy.deepcopy(section)
     run_section["training"].update(steps=steps, checkpoint_every=steps)
     runs = [semantic_config(run_section, spec, seed=i) for i in range(k)]
@@ -446,14 +450,14 @@ def bench_pipeline_pack(section, spec, steps: int, rounds: int, k: int, tmp: Pat
             job()
     one, many = float(np.median(single)), float(np.median(pack))
     aggregate = k * steps / many
-    achieved = training_flops({**section, "bench_sigma": list(dataset.sigma)}, labels, device) * aggregate / 1e12
+    rates = utilisation(section, labels, device, aggregate, peak)  # per model-step, times the aggregate rate
     return {
         "pipeline_one_run_steps_per_s": steps / one,
         "pipeline_pack_aggregate_steps_per_s": aggregate,
         "pipeline_pack_over_one": aggregate / (steps / one),
-        "pipeline_pack_images_per_s": aggregate * section["training"]["batch_size"],
-        "pipeline_pack_achieved_tflops": achieved,
-        "pipeline_pack_fraction_of_bf16_peak": achieved / peak if peak else None,
+        "pipeline_pack_images_per_s": rates["images_per_s"],
+        "pipeline_pack_achieved_tflops": rates["achieved_tflops"],
+        "pipeline_pack_fraction_of_bf16_peak": rates["fraction_of_bf16_peak"],
     }
 
 
@@ -464,10 +468,7 @@ def bench_packed(section, spec, steps: int, rounds: int, k: int, tmp: Path, peak
     (:func:`bench_pipeline_pack`); then one checkpoint's sampling for each of the K models."""
     device = resolve_device(section["training"]["device"])
     torch.set_num_threads(section["training"]["threads"])
-    dataset = BumpDataset.from_config(spec, section["image_size"])
-    table = dataset.labels()
-    labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
-    section = {**section, "bench_sigma": list(dataset.sigma)}
+    section, table, labels = bench_data(section, spec)
     out = {
         "device": str(device),
         "settings": training_settings(section["training"], device),
@@ -496,7 +497,7 @@ def bench_packed(section, spec, steps: int, rounds: int, k: int, tmp: Path, peak
             stacked_aggregate_steps_per_s=k * steps / vmapped,
             stacked_over_one=(k * steps / vmapped) / (steps / one),
         )
-    out.update(bench_pipeline_pack(section, spec, steps, rounds, k, tmp, peak))
+    out.update(bench_pipeline_pack(section, spec, table, labels, steps, rounds, k, tmp, peak))
 
     # One checkpoint's sampling per model, as the sampling job does it: load the weights into an
     # eager model, then sample num_samples (+ num_samples_ood) + num_samples_offgrid labels with
@@ -687,10 +688,7 @@ def main(argv=None) -> None:
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}", "torch": torch.__version__}
     if args.flops:
         device = resolve_device(section["training"]["device"])
-        dataset = BumpDataset.from_config(spec, section["image_size"])
-        table = dataset.labels()
-        labels = table.loc[table.split == "train", ["mu_x", "mu_y"]].to_numpy(np.float32)
-        section = {**section, "bench_sigma": list(dataset.sigma)}
+        section, _, labels = bench_data(section, spec)
         results["flops"] = {"dataset": spec["name"], **flop_budget(section, spec, labels, device)}
         results["operations"] = operation_counts(section, labels, device, args.packed or 4)
         print(json.dumps(results, indent=2))

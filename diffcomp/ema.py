@@ -2,16 +2,17 @@
 
 EMAModel's default update (``foreach=False``) loops over the parameters in Python: three
 operations per tensor (``s_param.sub_(one_minus_decay * (s_param - param))``), each one kernel
-launch on a GPU, so 972 launches an update for the 324 tensors of the paper's bump model, about as
-many as the rest of a small model's training step. Its ``foreach=True`` update takes a handful of
-launches, but computes ``s - a * (s - p)`` with ``alpha=a`` inside one kernel, which differs from
-the per-tensor result in the last bit (measured: up to 2.4e-7 after 50 steps on a CPU), so runs
-would no longer reproduce. :class:`ForeachEMA` does the per-tensor arithmetic, in the same order
-and with the same rounding, as three foreach operations over all tensors (four with frozen
-parameters): bit for bit EMAModel's default update (tests/test_ema.py). It does so on CUDA, where
-launches are what an update costs; on a CPU the per-tensor loop is kept, because there the
-foreach form's model-sized temporaries can cost more than the loop's Python (bench_bumps.py's
-``ema`` numbers, README). Its state is EMAModel's, so resume states move between the two.
+launch on a GPU: 972 an update for the 324 tensors of the paper's bump model, against 3,143 for its
+whole eager training step without EMA (bench_bumps.py --flops). Its ``foreach=True`` update takes a
+handful of launches, but computes ``s - a * (s - p)`` with ``alpha=a`` inside one kernel, which
+differs from the per-tensor result in the last bit (measured: up to 2.4e-7 after 50 steps on a
+CPU), so runs would no longer reproduce. :class:`ForeachEMA` does the per-tensor arithmetic, in
+the same order and with the same rounding, as three foreach operations over all tensors (four with
+frozen parameters): bit for bit EMAModel's default update on a CPU (tests/test_ema.py; on CUDA
+expected, not checked without a GPU). It does so on CUDA, where launches are what an update costs;
+on a CPU the per-tensor loop is kept, because there the foreach form's model-sized temporaries can
+cost more than the loop's Python (bench_bumps.py's ``ema`` numbers, README). Its state is
+EMAModel's, so resume states move between the two.
 """
 
 from __future__ import annotations
