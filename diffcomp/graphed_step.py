@@ -18,15 +18,27 @@ step must live on the device:
 
 Before capture the step runs a few times eagerly on a side stream (PyTorch's recipe; they are
 real training steps, counted and logged as any other), which also creates AdamW's state.
+
+What breaks a capture, or silently freezes a value in it, can be seen by watching the step run
+eagerly on any device: :class:`CaptureAudit` records the operations that read a tensor on the host,
+have data-dependent shapes, build tensors from host data, move data between devices or draw from a
+generator the graph does not know. The trainer audits the last warm-up step before capturing, and
+a CPU run with ``cuda_graph`` on audits its first step, so the tests check the real training steps
+of both studies for capturability without a GPU.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from diffcomp.ema import ForeachEMA
 
@@ -111,6 +123,155 @@ def check_generators(generators: Iterable[torch.Generator], device: torch.device
             )
 
 
+aten = torch.ops.aten
+# Operations that wait for the device and read a value (or a data-dependent shape) on the host.
+_HOST_READS = {
+    aten._local_scalar_dense.default: "reads a tensor's value on the host (.item(), float(), a branch on a tensor)",
+    aten.is_nonzero.default: "reads a tensor's truth value on the host",
+    aten.equal.default: "compares tensors on the host (torch.equal)",
+    aten.nonzero.default: "has a data-dependent output shape (nonzero)",
+    aten.masked_select.default: "has a data-dependent output shape (masked_select)",
+    aten._unique2.default: "has a data-dependent output shape (unique)",
+    aten.unique_dim.default: "has a data-dependent output shape (unique)",
+    aten.unique_consecutive.default: "has a data-dependent output shape (unique_consecutive)",
+}
+_INDEXING = {aten.index.Tensor, aten.index_put_.default, aten.index_put.default, aten._index_put_impl_.default}
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_OPTIMIZER_DIR = os.path.join(_TORCH_DIR, "optim") + os.sep
+_THIS_FILE = os.path.abspath(__file__)
+
+
+@functools.cache
+def _draws_random_numbers(func) -> bool:
+    """A random operation: one of its overloads takes a generator (randn.default has none, randn.generator has)."""
+    packet = func.overloadpacket
+    return any(
+        argument.name == "generator"
+        for overload in packet.overloads()
+        for argument in getattr(packet, overload)._schema.arguments
+    )
+
+
+def _frames():
+    frame = sys._getframe(2)
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+class CaptureAudit(TorchDispatchMode):
+    """Records what a CUDA graph of the code run under it would get wrong, from one eager run.
+
+    A graph replays kernels with the values they read from device memory, so the step must not
+    read values on the host (``.item()``, truth values, ``torch.equal``), produce data-dependent
+    shapes (``nonzero``, boolean-mask indexing, ``unique``, ``repeat_interleave`` without
+    ``output_size``), build tensors from host data (``torch.tensor``: the capture's value is
+    replayed forever), copy between the host and the device, or draw random numbers from a
+    generator other than ``generators`` (a replay would repeat the captured draws, and a resume
+    state would not hold the stream). The optimizer's own operations are left to it (AdamW with
+    ``capturable=True`` is PyTorch's contract). On a CPU, host/device copies and ``.tolist()``
+    (which dispatches nothing) cannot be seen; everything else can.
+
+    ``problems``: one line per distinct problem and source line, in order of appearance.
+    """
+
+    def __init__(self, generators: Iterable[torch.Generator], device: torch.device):
+        super().__init__()
+        self.generators = list(generators)
+        self.device = device
+        self._problems: dict[str, None] = {}
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self._problems)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        problem = self._problem(func, args, kwargs)
+        if problem is not None and not self._inside_optimizer():
+            self._problems.setdefault(f"{problem} [{func}] at {self._caller()}")
+        return func(*args, **kwargs)
+
+    def _problem(self, func, args, kwargs) -> str | None:
+        if func in _HOST_READS:
+            return _HOST_READS[func]
+        if func is aten.repeat_interleave.Tensor and kwargs.get("output_size") is None:
+            return "has a data-dependent output shape (repeat_interleave without output_size)"
+        masks = (torch.bool, torch.uint8)
+        if func in _INDEXING and any(isinstance(i, torch.Tensor) and i.dtype in masks for i in tree_leaves(args[1])):
+            return "indexes with a boolean mask (a data-dependent shape; use torch.where)"
+        if func is aten.lift_fresh.default:
+            return (
+                "builds a tensor from host data (torch.tensor, or a Python value assigned into a tensor): a replay "
+                "keeps the captured value"
+            )
+        if self.device.type != "cpu" and func in (aten._to_copy.default, aten.copy_.default):
+            devices = {t.device.type for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            devices.add(torch.device(kwargs["device"]).type if kwargs.get("device") is not None else self.device.type)
+            if "cpu" in devices:
+                return "copies between the host and the device"
+        if func is aten.native_dropout.default and args[1] > 0 and args[2] is not False:
+            return "draws from torch's default generator (dropout in training mode)"
+        if _draws_random_numbers(func):
+            generator = kwargs.get("generator")
+            if generator is None:
+                return "draws from torch's default generator, not one of the training step's generators"
+            if not any(self._same_generator(generator, known) for known in self.generators):
+                return "draws from a generator the training step does not declare (a replay would repeat its draws)"
+        return None
+
+    @staticmethod
+    def _same_generator(a: torch.Generator, b: torch.Generator) -> bool:
+        # dispatch hands over a new Python wrapper, so compare what identifies the stream
+        return a.device == b.device and torch.equal(a.get_state(), b.get_state())
+
+    @staticmethod
+    def _inside_optimizer() -> bool:
+        return any(frame.f_code.co_filename.startswith(_OPTIMIZER_DIR) for frame in _frames())
+
+    @staticmethod
+    def _caller() -> str:
+        """The innermost source line outside torch (and this file)."""
+        for frame in _frames():
+            path = os.path.abspath(frame.f_code.co_filename)
+            if not path.startswith(_TORCH_DIR) and path != _THIS_FILE:
+                shown = os.path.relpath(path) if path.startswith(os.getcwd()) else path
+                return f"{shown}:{frame.f_lineno} ({frame.f_code.co_name})"
+        return "an unknown line"
+
+
+def audit_capture(
+    step: Callable[[], None], generators: Iterable[torch.Generator], device: torch.device, name: str = ""
+) -> None:
+    """Runs ``step`` once under :class:`CaptureAudit`; raises ValueError naming every problem found."""
+    audit = CaptureAudit(generators, device)
+    with audit:
+        step()
+    if audit.problems:
+        raise ValueError(
+            f"training.cuda_graph: the training step of {name or 'the task'} cannot be captured in a CUDA graph:\n  "
+            + "\n  ".join(audit.problems)
+            + "\nset training.cuda_graph: false to train eagerly"
+        )
+
+
+def audited_first_call(
+    step: Callable[[], None], generators: Iterable[torch.Generator], device: torch.device, name: str = ""
+) -> Callable[[], None]:
+    """``step``, its first call audited by :func:`audit_capture` (a CPU run with ``cuda_graph`` on)."""
+    audited = False
+
+    def run() -> None:
+        nonlocal audited
+        if audited:
+            step()
+        else:
+            audited = True
+            audit_capture(step, generators, device, name)
+
+    return run
+
+
 class GraphedStep:
     """Runs ``step`` (one whole training step) eagerly for the first ``warmup`` calls, on a side
     stream; captures it in a CUDA graph on the next call and replays the graph from then on.
@@ -150,20 +311,24 @@ class GraphedStep:
     def __call__(self) -> None:
         if self.graph is None:
             if self.warmups_done < self.warmup:
-                self._eager_on_side_stream()
+                # the first warm-up step is audited: a step that cannot be captured is named before capture
+                self._eager_on_side_stream(audit=self.warmups_done == 0)
                 self.warmups_done += 1
                 return
             self.graph = self._capture()
         self._copy_lrs()
         self.graph.replay()
 
-    def _eager_on_side_stream(self) -> None:
+    def _eager_on_side_stream(self, audit: bool = False) -> None:
         current = torch.cuda.current_stream(self.device)
         self.side_stream.wait_stream(current)
         with torch.cuda.stream(self.side_stream), warnings.catch_warnings():
             # AdamW warns that a capturable instance runs uncaptured: expected before the capture
             warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
-            self.step()
+            if audit:
+                audit_capture(self.step, self.generators, self.device, self.name)
+            else:
+                self.step()
         current.wait_stream(self.side_stream)
 
     def _copy_lrs(self) -> None:

@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from diffcomp.config import RUNTIME_KEYS  # noqa: F401 (re-exported)
 from diffcomp.ema import ForeachEMA
-from diffcomp.graphed_step import DeviceEMA, GraphedStep
+from diffcomp.graphed_step import DeviceEMA, GraphedStep, audited_first_call
 from diffcomp.io import atomic_path, write_csv, write_json
 
 log = logging.getLogger("diffcomp.train")
@@ -580,9 +580,13 @@ def train(
             ema.step(parameters)
         running_loss.add_(losses.detach())
 
+    generators = [data_rng, noise_rng, *task.generators.values()]
     if graphed:
-        generators = [data_rng, noise_rng, *task.generators.values()]
         run_step = GraphedStep(training_step, optimizer, generators, device, name=task.name)
+    elif cuda_graph:
+        # the same step eagerly; its first run is audited for what a CUDA graph would get wrong
+        # (host reads, data-dependent shapes, undeclared generators), so a CPU run catches it
+        run_step = audited_first_call(training_step, generators, device, task.name)
     else:
         run_step = training_step
 

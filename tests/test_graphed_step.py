@@ -24,7 +24,7 @@ from test_relational_train import tiny_section
 
 from diffcomp.bumps.train import TrainingInterrupted, train_pack, train_run
 from diffcomp.config import RUNTIME_KEYS, ConfigError, validate_config
-from diffcomp.graphed_step import DeviceEMA, GraphedStep, check_generators
+from diffcomp.graphed_step import CaptureAudit, DeviceEMA, GraphedStep, audit_capture, check_generators
 from diffcomp.relational.config import run_definition
 from diffcomp.relational.train import train_relational_run
 from diffcomp.training import (
@@ -258,6 +258,128 @@ def test_relational_run_with_a_trained_encoder_and_cuda_graph_is_refused_before_
     assert not list(RunPaths.for_run(out, run).state_dir.glob("state_step*.pt"))
 
 
+# --------------------------------------------------------------------------------------------
+# the capture audit: what a CUDA graph would get wrong, seen in an eager run on the CPU
+# --------------------------------------------------------------------------------------------
+def _audited(step, generators=(), device=CPU) -> list[str]:
+    audit = CaptureAudit(generators, device)
+    with audit:
+        step()
+    return audit.problems
+
+
+_X = torch.arange(6.0)
+_MASK = _X > 2
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (lambda: _X.sum().item(), "reads a tensor's value on the host"),
+        (lambda: bool(_X[0] > 1), "reads a tensor's value on the host"),
+        (lambda: _X[_MASK], "indexes with a boolean mask"),
+        (lambda: _X.clone().index_put_((_MASK,), torch.zeros(())), "indexes with a boolean mask"),
+        (lambda: _X.nonzero(), "data-dependent output shape (nonzero)"),
+        (lambda: torch.unique(_X), "data-dependent output shape (unique)"),
+        (lambda: torch.repeat_interleave(_X, torch.ones(6, dtype=torch.long)), "repeat_interleave without"),
+        (lambda: _X * torch.tensor(2.0), "builds a tensor from host data"),
+        (lambda: torch.randn(3), "draws from torch's default generator"),
+        (lambda: torch.nn.functional.dropout(_X, 0.1), "draws from torch's default generator"),  # CUDA: native_dropout
+        (lambda: torch.randn(3, generator=torch.Generator().manual_seed(5)), "a generator the training step does not"),
+    ],
+    ids=[
+        "item",
+        "branch",
+        "mask",
+        "mask-put",
+        "nonzero",
+        "unique",
+        "repeat",
+        "tensor",
+        "default-rng",
+        "dropout",
+        "unknown-rng",
+    ],
+)
+def test_capture_audit_names_the_problem_and_its_line(step, expected):
+    problems = _audited(step, [torch.Generator().manual_seed(1)])
+    assert len(problems) == 1 and expected in problems[0], problems
+    assert "test_graphed_step.py:" in problems[0]  # the offending source line, not torch's
+
+
+def test_capture_audit_passes_device_side_code_and_leaves_the_optimizer_to_torch():
+    declared = torch.Generator().manual_seed(1)
+    model = torch.nn.Linear(6, 6)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)  # not capturable: reads its step on the host
+
+    def step():
+        noise = torch.randn(6, generator=declared)
+        x = torch.where(_MASK, _X, 0.0) + noise
+        x = x[torch.randint(6, (6,), generator=declared)]  # integer indexing has a static shape
+        x = torch.repeat_interleave(x, torch.ones(6, dtype=torch.long), output_size=6)
+        model(x).square().mean().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.functional.dropout(x, 0.0) + torch.nn.functional.dropout(x, 0.5, training=False)
+        optimizer.step()
+
+    assert _audited(step, [declared]) == []
+    assert _audited(step, []) != []  # the same step without its generator declared
+
+
+def test_audit_capture_raises_naming_every_problem():
+    def step():
+        _X.sum().item()
+        torch.randn(2)
+
+    with pytest.raises(ValueError, match=r"training step of task y cannot be captured") as err:
+        audit_capture(step, [], CPU, "task y")
+    assert "host" in str(err.value) and "default generator" in str(err.value)
+    assert str(err.value).count("test_graphed_step.py:") == 2
+    audit_capture(lambda: _X * 2.0, [], CPU, "task y")  # nothing to report
+
+
+def test_a_cpu_run_with_cuda_graph_refuses_a_step_a_graph_cannot_capture(tmp_path, monkeypatch):
+    """The trainer audits the first step of a CPU run with cuda_graph on; no output is written."""
+    from diffcomp.bumps import train as bumps_train
+
+    render = bumps_train.render_torch
+
+    def render_reading_the_host(labels, *args):
+        if labels[0, 0] > -1:  # a Python branch on a tensor: a host read
+            return render(labels, *args)
+        return render(labels, *args)
+
+    monkeypatch.setattr(bumps_train, "render_torch", render_reading_the_host)
+    _, run, runtime, labels = tiny_run(tmp_path, device="cpu", cuda_graph=True)
+    out = tmp_path / "graph" / "train"
+    with pytest.raises(ValueError, match=r"cannot be captured in a CUDA graph:\n  reads a tensor's value on the host"):
+        train_run(run, runtime, labels, out)
+    assert not out.exists()
+    train_run(run, {**runtime, "cuda_graph": False}, labels, out)  # eager training has no such constraint
+
+
+def test_relational_interventions_pass_the_capture_audit(tmp_path):
+    """The projection and contrastive steps are declared capturable: their real steps pass the audit."""
+    from test_relational_contrastive import contrastive_section
+    from test_relational_projection import projection_section
+
+    section, runtime, icons = contrastive_section(tmp_path, fake_to_fake=0.5, fake_to_real=0.5)
+    on = {**runtime, "cuda_graph": True}
+    csv = {"train_csv": tmp_path / "train.csv"}
+    contrastive = run_definition(section, "contrastive", "band", 0)
+    train_relational_run(
+        contrastive, on, icons, tmp_path / "c" / "train", image_encoder_dir=tmp_path / "encoder", **csv
+    )
+
+    section, runtime, icons = projection_section(tmp_path / "p", steps=4)
+    base, base_dir = run_definition(section, "baseline", "band", 0), tmp_path / "p" / "base" / "train"
+    train_relational_run(base, on, icons, base_dir, train_csv=tmp_path / "p" / "train.csv")
+    projection = run_definition(section, "wiclp", "band", 0)
+    out = tmp_path / "p" / "wiclp" / "train"
+    train_relational_run(projection, on, icons, out, train_csv=tmp_path / "p" / "train.csv", init_dir=base_dir)
+    assert (out / "train.json").exists() and (tmp_path / "c" / "train" / "train.json").exists()
+
+
 def test_graphed_step_needs_cuda_a_capturable_optimizer_and_device_generators():
     model = torch.nn.Linear(2, 2)
     plain = make_optimizer(model.parameters(), {"learning_rate": 1e-3, "weight_decay": 0.0}, {"fused_optimizer": False})
@@ -365,6 +487,28 @@ def test_graphed_step_names_a_failed_capture(monkeypatch):
     with pytest.raises(RuntimeError, match=r"training\.cuda_graph: capturing the training step of task x failed"):
         graphed()
     assert optimizer.param_groups[0]["lr"] == 1e-3  # the float is put back
+
+
+def test_graphed_step_audits_its_first_warm_up_before_capturing(monkeypatch):
+    """On a GPU the first eager warm-up step is audited: a host read is named before any capture."""
+    fake = _FakeCuda()
+    for name in ("Stream", "CUDAGraph", "graph", "stream", "device", "current_stream", "synchronize"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3, capturable=True)
+    counter = torch.zeros(())
+
+    def step():
+        counter.add_(1)
+        if counter > 100:  # a Python branch on a tensor: fine eagerly, frozen in a graph
+            pass
+
+    graphed = GraphedStep(step, optimizer, [], CUDA, name="task z")
+    with pytest.raises(ValueError, match=r"training step of task z cannot be captured in a CUDA graph") as err:
+        graphed()
+    assert "test_graphed_step.py:" in str(err.value) and graphed.graph is None and graphed.warmups_done == 0
+    # on a CUDA device, copies to or from the host are named too (CPU tensors stand in for both here)
+    assert "between the host and the device" in " ".join(_audited(lambda: counter.double(), device=CUDA))
+    assert _audited(lambda: counter.double()) == []  # on a CPU run there is no host/device boundary
 
 
 def test_make_optimizer_capturable_flag():

@@ -177,10 +177,11 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float, keys=None, val
     positive = (index + n) % (2 * n)
     keys = torch.arange(n, device=z.device) if keys is None else keys
     keys2 = torch.cat([keys, keys])
-    excluded = keys2[:, None] == keys2[None, :]  # self and same-image rows (positive put back below)
+    excluded = keys2[:, None] == keys2[None, :]  # self and same-image rows (positives put back below)
     valid2 = torch.ones(2 * n, dtype=torch.bool, device=z.device) if valid is None else torch.cat([valid, valid])
     excluded |= ~valid2[None, :]
-    excluded[index, positive] = False
+    # each row's positive put back (a comparison, not an assignment of a host value: CUDA-graph safe)
+    excluded &= index[None, :] != positive[:, None]
     logits = logits.masked_fill(excluded, float("-inf"))
     per_row = F.cross_entropy(logits, positive, reduction="none")
     per_row = torch.where(valid2, per_row, torch.zeros_like(per_row))
