@@ -25,6 +25,7 @@ one model alone.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import shutil
@@ -40,10 +41,22 @@ from diffcomp.io import write_csv, write_json
 from diffcomp.training import read_snapshots, training_generators
 
 
+@functools.cache
+def autocast_runs_group_norm_in_float32(device_type: str) -> bool:
+    """Whether autocast on ``device_type`` casts ``aten::group_norm`` to float32 (CUDA's fp32 list;
+    the CPU's autocast leaves it alone), read from the dispatcher's autocast registrations."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("aten::group_norm", f"Autocast{device_type.upper()}")
+
+
 class VmapGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` through ``aten.native_group_norm``: the same kernel, callable under vmap."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # autocast has a rule for group_norm (float32 on CUDA) but none for native_group_norm: without
+        # this, a packed bf16 model would normalise in bf16 where its single run normalises in float32
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type) and autocast_runs_group_norm_in_float32(device_type):
+            x = x.float()
         n, c = x.shape[:2]
         out, _, _ = torch.ops.aten.native_group_norm(
             x.contiguous(), self.weight, self.bias, n, c, x[0, 0].numel(), self.num_groups, self.eps

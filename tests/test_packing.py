@@ -42,6 +42,27 @@ def test_vmap_group_norm_is_group_norm_exactly():
     assert torch.equal(norm(x), swapped(x))
 
 
+def test_vmap_group_norm_follows_autocast_as_nn_group_norm_does(monkeypatch):
+    """autocast casts group_norm to float32 on CUDA (not on the CPU) and has no rule for the
+    native_group_norm that VmapGroupNorm calls; VmapGroupNorm applies the rule itself."""
+    from diffcomp import packing
+
+    assert packing.autocast_runs_group_norm_in_float32("cuda")  # the dispatcher's registration, no GPU needed
+    assert not packing.autocast_runs_group_norm_in_float32("cpu")
+    norm = nn.GroupNorm(4, 16)
+    swapped = VmapGroupNorm(4, 16)
+    swapped.load_state_dict(norm.state_dict())
+    x = torch.randn(5, 16, 6, 6).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = norm(x)
+        assert expected.dtype == torch.bfloat16 and torch.equal(swapped(x), expected)  # the CPU's rule: none
+        # CUDA's rule, applied on the CPU: normalised in float32, as nn.GroupNorm under CUDA autocast
+        monkeypatch.setattr(packing, "autocast_runs_group_norm_in_float32", lambda device_type: True)
+        got = swapped(x)
+    assert got.dtype == torch.float32 and torch.equal(got, norm(x.float()))
+    assert swapped(x).dtype == torch.bfloat16  # autocast off: no cast
+
+
 def test_stacked_forward_and_gradients_match_the_separate_models():
     models = bump_models()
     reference = models
