@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import platform
 import subprocess
 import sys
@@ -67,7 +68,7 @@ from diffcomp.config import ConfigError, load_config, validate_config  # noqa: E
 from diffcomp.diffusion import inference_steps  # noqa: E402
 from diffcomp.ema import ForeachEMA  # noqa: E402
 from diffcomp.io import write_csv  # noqa: E402
-from diffcomp.packing import StackedModels  # noqa: E402
+from diffcomp.packing import StackedModels, pack_training  # noqa: E402
 from diffcomp.training import (  # noqa: E402
     apply_tf32,
     checkpoint_steps,
@@ -154,7 +155,8 @@ class StackedTrainer(BareTrainer):
 
     def __init__(self, section: dict, labels: np.ndarray, device: torch.device, k: int):
         super().__init__(section, labels, device, seed=0)
-        training = section["training"]
+        # as the workflow's pack trainer: channels-last (a 4-D layout) does not apply to 5-D stacked weights
+        training = pack_training(section["training"], logging.getLogger("bench"))
         settings = gpu_settings(training, device)
         models = []
         for seed in range(k):

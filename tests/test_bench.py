@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -54,3 +56,33 @@ def test_gpu_bench_script_runs_a_setting_and_summarises(tmp_path):
     assert result["ema"]["foreach_operations"] < result["ema"]["per_tensor_operations"]
     summary = (tmp_path / "summary.txt").read_text()
     assert summary.startswith("eager_packed") and "pipeline pack" in summary
+
+
+def test_bench_stacked_trainer_leaves_stacked_weights_contiguous(monkeypatch):
+    """channels-last is a 4-D layout: as the workflow's pack trainer, the bench's stacked models
+    ignore it (on CUDA, where gpu_settings keeps it, it used to fail on the 5-D stacked weights)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import bench_bumps
+
+    from diffcomp.bumps.config import dataset_specs
+    from diffcomp.config import load_config
+
+    section = load_config(REPO / "config.yaml")["bumps"]
+    section["training"] = {**section["training"], "channels_last": True}
+    name, spec = next(iter(dataset_specs(section).items()))
+    section, _, labels = bench_bumps.bench_data(section, {"image_size": section["image_size"], **spec})
+    # what gpu_settings returns on CUDA: the requested settings as they are
+    monkeypatch.setattr(
+        bench_bumps,
+        "gpu_settings",
+        lambda training, device: {
+            "tf32": None,
+            "fused_optimizer": False,
+            "channels_last": bool(training["channels_last"]),
+        },
+    )
+    single = bench_bumps.BareTrainer(section, labels, torch.device("cpu"))
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) for p in single.model.parameters())
+    stacked = bench_bumps.StackedTrainer(section, labels, torch.device("cpu"), 2)
+    assert all(p.is_contiguous() for p in stacked.model.parameters())
+    stacked.step()
