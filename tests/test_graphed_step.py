@@ -358,8 +358,8 @@ def test_a_cpu_run_with_cuda_graph_refuses_a_step_a_graph_cannot_capture(tmp_pat
     train_run(run, {**runtime, "cuda_graph": False}, labels, out)  # eager training has no such constraint
 
 
-def test_relational_interventions_pass_the_capture_audit(tmp_path):
-    """The projection and contrastive steps are declared capturable: their real steps pass the audit."""
+def test_relational_interventions_and_pretraining_pass_the_capture_audit(tmp_path):
+    """The projection, contrastive and pretraining steps are declared capturable: their real steps pass the audit."""
     from test_relational_contrastive import contrastive_section
     from test_relational_projection import projection_section
 
@@ -378,6 +378,17 @@ def test_relational_interventions_pass_the_capture_audit(tmp_path):
     out = tmp_path / "p" / "wiclp" / "train"
     train_relational_run(projection, on, icons, out, train_csv=tmp_path / "p" / "train.csv", init_dir=base_dir)
     assert (out / "train.json").exists() and (tmp_path / "c" / "train" / "train.json").exists()
+
+    # a single-object pretraining run (its batches place one icon in the top or the bottom half)
+    from test_relational_train import N
+
+    from diffcomp.relational.config import pretrain_definition
+
+    (tmp_path / "pre").mkdir()
+    section, runtime, icons = tiny_section(tmp_path / "pre", pretraining_steps=4)
+    pretrain = pretrain_definition(section, "baseline", N, 0)
+    train_relational_run(pretrain, {**runtime, "cuda_graph": True}, icons, tmp_path / "pre" / "train")
+    assert (tmp_path / "pre" / "train" / "train.json").exists()
 
 
 def test_graphed_step_needs_cuda_a_capturable_optimizer_and_device_generators():
