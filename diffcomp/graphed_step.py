@@ -311,8 +311,9 @@ class GraphedStep:
     def __call__(self) -> None:
         if self.graph is None:
             if self.warmups_done < self.warmup:
-                # the first warm-up step is audited: a step that cannot be captured is named before capture
-                self._eager_on_side_stream(audit=self.warmups_done == 0)
+                # the last warm-up step is audited (after the first compiled the model, if compile is on,
+                # and created AdamW's state): a step that cannot be captured is named before the capture
+                self._eager_on_side_stream(audit=self.warmups_done == self.warmup - 1)
                 self.warmups_done += 1
                 return
             self.graph = self._capture()

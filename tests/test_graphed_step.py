@@ -500,8 +500,8 @@ def test_graphed_step_names_a_failed_capture(monkeypatch):
     assert optimizer.param_groups[0]["lr"] == 1e-3  # the float is put back
 
 
-def test_graphed_step_audits_its_first_warm_up_before_capturing(monkeypatch):
-    """On a GPU the first eager warm-up step is audited: a host read is named before any capture."""
+def test_graphed_step_audits_its_last_warm_up_before_capturing(monkeypatch):
+    """On a GPU the last eager warm-up step is audited: a host read is named before any capture."""
     fake = _FakeCuda()
     for name in ("Stream", "CUDAGraph", "graph", "stream", "device", "current_stream", "synchronize"):
         monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
@@ -514,9 +514,11 @@ def test_graphed_step_audits_its_first_warm_up_before_capturing(monkeypatch):
             pass
 
     graphed = GraphedStep(step, optimizer, [], CUDA, name="task z")
+    graphed()
+    graphed()
     with pytest.raises(ValueError, match=r"training step of task z cannot be captured in a CUDA graph") as err:
-        graphed()
-    assert "test_graphed_step.py:" in str(err.value) and graphed.graph is None and graphed.warmups_done == 0
+        graphed()  # the last of the 3 warm-ups
+    assert "test_graphed_step.py:" in str(err.value) and graphed.graph is None and graphed.warmups_done == 2
     # on a CUDA device, copies to or from the host are named too (CPU tensors stand in for both here)
     assert "between the host and the device" in " ".join(_audited(lambda: counter.double(), device=CUDA))
     assert _audited(lambda: counter.double()) == []  # on a CPU run there is no host/device boundary
