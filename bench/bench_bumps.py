@@ -282,17 +282,22 @@ def flop_budget(section: dict, spec: dict, labels: np.ndarray, device: torch.dev
     }
 
 
-def utilisation(section: dict, labels: np.ndarray, device: torch.device, steps_per_s: float, peak) -> dict:
-    """Images/s, achieved TFLOP/s and the fraction of the device's bf16 peak at ``steps_per_s``."""
-    flops = training_flops(section, labels, device)
-    achieved = flops * steps_per_s / 1e12
+def rates(flops_per_step: float, batch_size: int, steps_per_s: float, peak: float | None) -> dict:
+    """Images/s, achieved TFLOP/s and the fraction of the device's bf16 peak at ``steps_per_s``
+    (shared with bench_relational.py)."""
+    achieved = flops_per_step * steps_per_s / 1e12
     return {
-        "flops_per_step": flops,
-        "images_per_s": steps_per_s * section["training"]["batch_size"],
+        "flops_per_step": flops_per_step,
+        "images_per_s": steps_per_s * batch_size,
         "achieved_tflops": achieved,
         "bf16_peak_tflops": peak,
         "fraction_of_bf16_peak": achieved / peak if peak else None,
     }
+
+
+def utilisation(section: dict, labels: np.ndarray, device: torch.device, steps_per_s: float, peak) -> dict:
+    """:func:`rates` of the bump model's training step at ``steps_per_s``."""
+    return rates(training_flops(section, labels, device), section["training"]["batch_size"], steps_per_s, peak)
 
 
 def bench_data(section: dict, spec: dict) -> tuple[dict, object, np.ndarray]:
@@ -452,14 +457,14 @@ def bench_pipeline_pack(section, spec, table, labels, steps: int, rounds: int, k
             job()
     one, many = float(np.median(single)), float(np.median(pack))
     aggregate = k * steps / many
-    rates = utilisation(section, labels, device, aggregate, peak)  # per model-step, times the aggregate rate
+    pack_rates = utilisation(section, labels, device, aggregate, peak)  # per model-step, times the aggregate rate
     return {
         "pipeline_one_run_steps_per_s": steps / one,
         "pipeline_pack_aggregate_steps_per_s": aggregate,
         "pipeline_pack_over_one": aggregate / (steps / one),
-        "pipeline_pack_images_per_s": rates["images_per_s"],
-        "pipeline_pack_achieved_tflops": rates["achieved_tflops"],
-        "pipeline_pack_fraction_of_bf16_peak": rates["fraction_of_bf16_peak"],
+        "pipeline_pack_images_per_s": pack_rates["images_per_s"],
+        "pipeline_pack_achieved_tflops": pack_rates["achieved_tflops"],
+        "pipeline_pack_fraction_of_bf16_peak": pack_rates["fraction_of_bf16_peak"],
     }
 
 

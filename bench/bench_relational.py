@@ -26,6 +26,10 @@ made in a temporary folder (no Snakemake):
    other (train_relational_run K times) vs as one pack (train_relational_pack: the K models
    stacked and vmapped), in alternating rounds; aggregate model-steps/s of each.
 
+Training (1.) also reports images/s, the achieved TFLOP/s (the training step's FLOPs, counted as
+--flops counts them) and the fraction of the device's dense bf16 peak (known GPUs by name, as in
+bench_bumps.py, or --peak-tflops).
+
 --flops only counts one run's FLOPs (training, and sampling its checkpoints; on the meta device,
 so the paper model too) and times nothing.
 """
@@ -47,6 +51,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_bumps import bf16_peak_tflops, rates  # noqa: E402 (the bump bench, next to this script)
 
 from diffcomp.config import load_config  # noqa: E402
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler  # noqa: E402
@@ -416,7 +422,11 @@ def print_table(results: dict) -> None:
         ("  pipeline (train_relational_run)", f"{t['pipeline_steps_per_s']:10.2f} steps/s"),
         ("  bare PyTorch loop", f"{t['bare_steps_per_s']:10.2f} steps/s"),
         ("  pipeline / bare", f"{t['pipeline_vs_bare']:10.3f}"),
+        ("  pipeline images/s", f"{t['images_per_s']:10.1f}"),
+        ("  pipeline TFLOP/s (matmuls, convolutions, attention)", f"{t['achieved_tflops']:10.4f}"),
     ]
+    if t["fraction_of_bf16_peak"] is not None:
+        rows.append(("  fraction of the device's dense bf16 peak", f"{t['fraction_of_bf16_peak']:10.2%}"))
     c = results["contrastive"]
     rows += [
         (
@@ -480,6 +490,7 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-images", type=int, default=20_000)
     parser.add_argument("--scale-vocab", type=int, default=30, help="also time the encoder for this vocabulary size")
     parser.add_argument("--packed", type=int, default=0, metavar="K", help="also time K runs as one pack")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak (TFLOP/s)")
     parser.add_argument(
         "--flops",
         action="store_true",
@@ -536,6 +547,10 @@ def main(argv=None) -> None:
         results["training"], train_dir = bench_training(
             run, runtime, names, icons, icons_npz, train_csv, train_triples, args.steps, args.rounds, tmp
         )
+        training = results["training"]
+        flops_per_step = flop_budget(run, section["sampling"], names)["training_tflop_per_step"] * 1e12
+        peak = bf16_peak_tflops(device, args.peak_tflops)
+        training.update(rates(flops_per_step, training["batch_size"], training["pipeline_steps_per_s"], peak))
         results["contrastive"] = bench_contrastive(
             section, split, runtime, icons, icons_npz, train_csv, args.steps, args.rounds, tmp
         )

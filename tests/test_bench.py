@@ -86,3 +86,17 @@ def test_bench_stacked_trainer_leaves_stacked_weights_contiguous(monkeypatch):
     stacked = bench_bumps.StackedTrainer(section, labels, torch.device("cpu"), 2)
     assert all(p.is_contiguous() for p in stacked.model.parameters())
     stacked.step()
+
+
+def test_bench_relational_reports_images_and_the_fraction_of_peak(tmp_path):
+    """gpu_bench.sh's relational setting: training rates with images/s and the fraction of a given peak."""
+    out = tmp_path / "relational.json"
+    _run(
+        sys.executable, "bench/bench_relational.py", "--steps", "3", "--rounds", "1", "--eval-images", "200",
+        "--scale-vocab", "9", "--peak-tflops", "2.0", "--json", str(out),
+    )  # fmt: skip
+    training = json.loads(out.read_text())["training"]
+    assert training["images_per_s"] == training["pipeline_steps_per_s"] * training["batch_size"]
+    assert training["flops_per_step"] > 0 and training["bf16_peak_tflops"] == 2.0
+    assert training["achieved_tflops"] == training["flops_per_step"] * training["pipeline_steps_per_s"] / 1e12
+    assert training["fraction_of_bf16_peak"] == training["achieved_tflops"] / 2.0
