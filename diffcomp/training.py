@@ -24,7 +24,8 @@ GPU options (training keys, see diffcomp/schemas/common.schema.yaml): ``compile`
 mode), ``tf32``, ``fused_optimizer``, ``channels_last`` and ``cuda_graph`` (the whole step captured
 in one CUDA graph and replayed, diffcomp.graphed_step). Their defaults reproduce eager float32
 arithmetic with the default AdamW; the last four act only on a CUDA device (on a CPU,
-``cuda_graph`` runs the same step code eagerly, bit-identical to the default). Switched on, none
+``cuda_graph`` runs the same step code eagerly, bit-identical to the default, its first step
+audited for what a graph would get wrong: diffcomp.graphed_step.CaptureAudit). Switched on, none
 of them (nor bf16) is bit-identical to the eager float32 default on a GPU, and a resumed run on a
 GPU is not guaranteed to be bit-identical to an uninterrupted one (kernel choices, autotuning and
 CUDA graphs may differ between processes).
