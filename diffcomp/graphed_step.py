@@ -205,10 +205,12 @@ class CaptureAudit(TorchDispatchMode):
                 "builds a tensor from host data (torch.tensor, or a Python value assigned into a tensor): a replay "
                 "keeps the captured value"
             )
-        if self.device.type != "cpu" and func in (aten._to_copy.default, aten.copy_.default):
-            devices = {t.device.type for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-            devices.add(torch.device(kwargs["device"]).type if kwargs.get("device") is not None else self.device.type)
-            if "cpu" in devices:
+        if func in (aten._to_copy.default, aten.copy_.default):
+            # source and destination (copy_'s two tensors, or _to_copy's tensor and target device)
+            devices = {t.device.type for t in tree_leaves(args) if isinstance(t, torch.Tensor)}
+            if kwargs.get("device") is not None:
+                devices.add(torch.device(kwargs["device"]).type)
+            if "cpu" in devices and len(devices) > 1:
                 return "copies between the host and the device"
         if func is aten.native_dropout.default and args[1] > 0 and args[2] is not False:
             return "draws from torch's default generator (dropout in training mode)"
