@@ -113,6 +113,27 @@ class DeviceEMA(ForeachEMA):
             self._step = self._step.to(device)
 
 
+# A seed no training run uses, set for a moment to tell whether two Generator objects are one generator.
+_MARK_SEED = 0x5EED_DC0B_F00D_C0DE
+
+
+def same_generator(a: torch.Generator, b: torch.Generator) -> bool:
+    """Whether ``a`` and ``b`` are the same generator, though perhaps different Python objects.
+
+    A dispatched operation hands over a new Python wrapper of the generator it was given, so
+    identity cannot be asked with ``is``; nor by comparing states, since a CPU generator's state
+    bytes include fields it leaves uninitialised (two reads of one generator can differ). So
+    ``b`` is seeded with a mark for a moment and ``a`` asked for its seed; ``b``'s state is then
+    put back, so its stream continues exactly as before.
+    """
+    state = b.get_state()
+    b.manual_seed(_MARK_SEED)
+    try:
+        return a.initial_seed() == _MARK_SEED
+    finally:
+        b.set_state(state)
+
+
 def check_generators(generators: Iterable[torch.Generator], device: torch.device) -> None:
     """A graph replays the RNG of generators on its device only."""
     for generator in generators:
@@ -218,14 +239,9 @@ class CaptureAudit(TorchDispatchMode):
             generator = kwargs.get("generator")
             if generator is None:
                 return "draws from torch's default generator, not one of the training step's generators"
-            if not any(self._same_generator(generator, known) for known in self.generators):
+            if not any(same_generator(generator, known) for known in self.generators):
                 return "draws from a generator the training step does not declare (a replay would repeat its draws)"
         return None
-
-    @staticmethod
-    def _same_generator(a: torch.Generator, b: torch.Generator) -> bool:
-        # dispatch hands over a new Python wrapper, so compare what identifies the stream
-        return a.device == b.device and torch.equal(a.get_state(), b.get_state())
 
     @staticmethod
     def _inside_optimizer() -> bool:

@@ -21,10 +21,18 @@ from safetensors.torch import load_file
 from test_bumps_pack import two_runs
 from test_bumps_train import tiny_run
 from test_relational_train import tiny_section
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from diffcomp.bumps.train import TrainingInterrupted, train_pack, train_run
 from diffcomp.config import RUNTIME_KEYS, ConfigError, validate_config
-from diffcomp.graphed_step import CaptureAudit, DeviceEMA, GraphedStep, audit_capture, check_generators
+from diffcomp.graphed_step import (
+    CaptureAudit,
+    DeviceEMA,
+    GraphedStep,
+    audit_capture,
+    check_generators,
+    same_generator,
+)
 from diffcomp.relational.config import run_definition
 from diffcomp.relational.train import train_relational_run
 from diffcomp.training import (
@@ -324,6 +332,31 @@ def test_capture_audit_passes_device_side_code_and_leaves_the_optimizer_to_torch
 
     assert _audited(step, [declared]) == []
     assert _audited(step, []) != []  # the same step without its generator declared
+
+
+def test_same_generator_knows_a_generator_through_its_dispatched_wrapper():
+    """Dispatch hands over a new wrapper; an identically seeded twin (same state bytes) is another
+    generator, and asking leaves both streams as they were."""
+    declared, twin, reference = (torch.Generator().manual_seed(1) for _ in range(3))
+    handed_over = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            handed_over.append((kwargs or {}).get("generator"))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        torch.randn(2, generator=declared)
+    wrapper = handed_over[0]
+    assert wrapper is not declared and torch.equal(wrapper.get_state(), declared.get_state())
+    torch.randn(2, generator=reference)
+    assert same_generator(wrapper, declared) and not same_generator(wrapper, twin)
+    assert torch.equal(torch.randn(5, generator=declared), torch.randn(5, generator=reference))
+    assert declared.initial_seed() == twin.initial_seed() == 1
+    # the audit flags a draw from a twin although its state equals the declared generator's
+    one, other = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert "does not declare" in _audited(lambda: torch.randn(2, generator=other), [one])[0]
+    assert _audited(lambda: torch.randn(2, generator=one), [one]) == []
 
 
 def test_audit_capture_raises_naming_every_problem():
