@@ -7,7 +7,6 @@ bit for bit and resumes bit-identically, and the configurations a graph cannot r
 before any training work.
 """
 
-import contextlib
 import copy
 import io
 import logging
@@ -17,6 +16,7 @@ import pytest
 import torch
 from conftest import ema_parameters, perturb
 from diffusers.training_utils import EMAModel
+from fake_cuda import FakeCudaApi
 from safetensors.torch import load_file
 from test_bumps_pack import two_runs
 from test_bumps_train import tiny_run
@@ -436,59 +436,11 @@ def test_graphed_step_needs_cuda_a_capturable_optimizer_and_device_generators():
     check_generators([torch.Generator()], CPU)
 
 
-class _FakeCuda:
-    """Stand-ins for the torch.cuda calls GraphedStep makes, recording them (no GPU here)."""
-
-    def __init__(self):
-        self.events, self.capturing, self.registered, self.replays = [], False, [], 0
-        fake = self
-
-        class Stream:
-            def __init__(self, device=None):
-                pass
-
-            def wait_stream(self, other):
-                fake.events.append("wait")
-
-        class Graph:
-            def register_generator_state(self, generator):
-                fake.registered.append(generator)
-
-            def replay(self):
-                fake.replays += 1
-
-        class Capture:
-            def __init__(self, graph):
-                pass
-
-            def __enter__(self):
-                fake.capturing = True
-
-            def __exit__(self, *exc):
-                fake.capturing = False
-
-        self.Stream, self.CUDAGraph, self.graph = Stream, Graph, Capture
-
-    @staticmethod
-    def stream(_stream):
-        return contextlib.nullcontext()
-
-    @staticmethod
-    def device(_device):
-        return contextlib.nullcontext()
-
-    def current_stream(self, _device=None):
-        return self.Stream()
-
-    def synchronize(self, _device=None):
-        self.events.append("sync")
-
-
 def test_graphed_step_warms_up_captures_once_and_replays(monkeypatch):
     """The capture bookkeeping, with torch.cuda replaced by fakes: eager warm-ups, one capture that
     reads the lr from a device tensor, then replays that see the schedule's lr; generators registered."""
-    fake = _FakeCuda()
-    for name in ("Stream", "CUDAGraph", "graph", "stream", "device", "current_stream", "synchronize"):
+    fake = FakeCudaApi()
+    for name in FakeCudaApi.NAMES:
         monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
     model = torch.nn.Linear(2, 2)
     model(torch.ones(1, 2)).sum().backward()
@@ -517,8 +469,8 @@ def test_graphed_step_warms_up_captures_once_and_replays(monkeypatch):
 
 
 def test_graphed_step_names_a_failed_capture(monkeypatch):
-    fake = _FakeCuda()
-    for name in ("Stream", "CUDAGraph", "graph", "stream", "device", "current_stream", "synchronize"):
+    fake = FakeCudaApi()
+    for name in FakeCudaApi.NAMES:
         monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
     optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3, capturable=True)
 
@@ -535,8 +487,8 @@ def test_graphed_step_names_a_failed_capture(monkeypatch):
 
 def test_graphed_step_audits_its_last_warm_up_before_capturing(monkeypatch):
     """On a GPU the last eager warm-up step is audited: a host read is named before any capture."""
-    fake = _FakeCuda()
-    for name in ("Stream", "CUDAGraph", "graph", "stream", "device", "current_stream", "synchronize"):
+    fake = FakeCudaApi()
+    for name in FakeCudaApi.NAMES:
         monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
     optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3, capturable=True)
     counter = torch.zeros(())
