@@ -42,10 +42,11 @@ from diffcomp.training import read_snapshots, training_generators
 
 
 @functools.cache
-def autocast_runs_group_norm_in_float32(device_type: str) -> bool:
-    """Whether autocast on ``device_type`` casts ``aten::group_norm`` to float32 (CUDA's fp32 list;
-    the CPU's autocast leaves it alone), read from the dispatcher's autocast registrations."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key("aten::group_norm", f"Autocast{device_type.upper()}")
+def autocast_runs_in_float32(op: str, device_type: str) -> bool:
+    """Whether autocast on ``device_type`` casts ``aten::{op}`` (group_norm, layer_norm) to float32
+    (CUDA's fp32 list; the CPU's autocast leaves them alone), read from the dispatcher's autocast
+    registrations."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", f"Autocast{device_type.upper()}")
 
 
 class VmapGroupNorm(nn.GroupNorm):
@@ -55,17 +56,82 @@ class VmapGroupNorm(nn.GroupNorm):
         # autocast has a rule for group_norm (float32 on CUDA) but none for native_group_norm: without
         # this, a packed bf16 model would normalise in bf16 where its single run normalises in float32
         device_type = x.device.type
-        if torch.is_autocast_enabled(device_type) and autocast_runs_group_norm_in_float32(device_type):
+        if torch.is_autocast_enabled(device_type) and autocast_runs_in_float32("group_norm", device_type):
             x = x.float()
         n, c = x.shape[:2]
         out, _, _ = torch.ops.aten.native_group_norm(
             x.contiguous(), self.weight, self.bias, n, c, x[0, 0].numel(), self.num_groups, self.eps
         )
-        return out
+        # the kernel returns its input's type; under vmap the batching rule applies the (float32)
+        # weight and bias after it, which would make a bf16 input's result float32
+        return out.to(x.dtype)
+
+
+def _autocast_type(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast computes in on ``x``'s device, or None where autocast is off."""
+    device_type = x.device.type
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
+class VmapConv(nn.Module):
+    """Convolutions and linear layers (mixed into their classes by :func:`vmappable`) that compute
+    under vmap in the type autocast gives them outside it.
+
+    Outside vmap, autocast casts a convolution's or a linear layer's input, weight and bias to
+    bf16 and the result is bf16. Under vmap over stacked weights, the batching rules split the
+    operation: for a linear layer the matrix product runs in bf16 but the bias is added in
+    float32, and on the CPU the convolution skips autocast altogether (torch 2.13), so every layer
+    of a bf16 pack returned float32: the pack ran at another precision, and moved twice the
+    activation bytes, of the single runs it stands for. Casting input, weight and bias to
+    autocast's type first makes the whole operation run in it. Without autocast this is the
+    plain module's forward.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = _autocast_type(x)
+        if dtype is None:
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        weight = self.weight.to(dtype)
+        if isinstance(self, nn.Linear):
+            return nn.functional.linear(x.to(dtype), weight, bias)
+        return self._conv_forward(x.to(dtype), weight, bias)
+
+
+class VmapLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` (mixed into its class by :func:`vmappable`) that returns under vmap the type
+    it returns outside it: its batching rule applies the (float32) weight and bias after the
+    normalisation, which made a bf16 input's result float32 (the CPU's autocast has no rule for
+    layer_norm); under CUDA's rule (float32) the input is cast first, as autocast would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type) and autocast_runs_in_float32("layer_norm", device_type):
+            x = x.float()
+        return super().forward(x).to(x.dtype)
+
+
+class VmapConv1d(VmapConv, nn.Conv1d):
+    pass
+
+
+class VmapConv2d(VmapConv, nn.Conv2d):
+    pass
+
+
+class VmapLinear(VmapConv, nn.Linear):
+    pass
+
+
+_VMAP_CLASSES = {nn.Conv1d: VmapConv1d, nn.Conv2d: VmapConv2d, nn.Linear: VmapLinear, nn.LayerNorm: VmapLayerNorm}
 
 
 def vmappable(model: nn.Module) -> nn.Module:
-    """Swap every ``nn.GroupNorm`` of ``model`` (in place) for a :class:`VmapGroupNorm` with its weights."""
+    """Make ``model`` (in place) compute under vmap as it does outside it: every ``nn.GroupNorm``
+    becomes a :class:`VmapGroupNorm` with its weights, every ``nn.Conv1d``, ``nn.Conv2d`` and
+    ``nn.Linear`` takes autocast's type as a whole (:class:`VmapConv`) and every ``nn.LayerNorm``
+    returns its type (:class:`VmapLayerNorm`); the last two by swapping the class, so their
+    parameters stay the same objects."""
     for name, child in model.named_children():
         if type(child) is nn.GroupNorm:
             swapped = VmapGroupNorm(child.num_groups, child.num_channels, child.eps, child.affine)
@@ -73,6 +139,8 @@ def vmappable(model: nn.Module) -> nn.Module:
             for key, parameter in child.named_parameters():
                 swapped.get_parameter(key).requires_grad_(parameter.requires_grad)  # frozen stays frozen
             setattr(model, name, swapped.to(next(child.parameters(), torch.empty(0)).device))
+        elif type(child) in _VMAP_CLASSES:
+            child.__class__ = _VMAP_CLASSES[type(child)]
         else:
             vmappable(child)
     return model

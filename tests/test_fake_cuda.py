@@ -290,3 +290,16 @@ def test_samplers_run_on_cuda_from_cpu_trained_snapshots(tmp_path):
             tmp_path / "rel" / "samples",
         )
     assert len(written) == 2
+
+
+def test_a_bf16_pack_computes_every_layer_in_the_type_its_single_run_does_on_cuda():
+    """CUDA's autocast rules (norms in float32, convolutions and linear layers in bf16) hold in a
+    pack as in its single runs: every layer's output type matches (tests/test_packing.py checks
+    the CPU's rules)."""
+    from test_packing import pack_and_single_types
+
+    with fake_cuda():
+        found = pack_and_single_types(FAKE_CUDA)
+    for single, packed in found:
+        assert {torch.float32, torch.bfloat16} <= set(single.values())
+        assert packed == single

@@ -1,5 +1,8 @@
 """Stacked models (diffcomp.packing): K models as one vmapped module compute what the K models compute."""
 
+import copy
+import functools
+
 import pytest
 import torch
 from conftest import TINY_MODEL, TINY_RELATIONAL_MODEL
@@ -47,8 +50,8 @@ def test_vmap_group_norm_follows_autocast_as_nn_group_norm_does(monkeypatch):
     native_group_norm that VmapGroupNorm calls; VmapGroupNorm applies the rule itself."""
     from diffcomp import packing
 
-    assert packing.autocast_runs_group_norm_in_float32("cuda")  # the dispatcher's registration, no GPU needed
-    assert not packing.autocast_runs_group_norm_in_float32("cpu")
+    assert packing.autocast_runs_in_float32("group_norm", "cuda")  # the dispatcher's registration, no GPU needed
+    assert not packing.autocast_runs_in_float32("group_norm", "cpu")
     norm = nn.GroupNorm(4, 16)
     swapped = VmapGroupNorm(4, 16)
     swapped.load_state_dict(norm.state_dict())
@@ -57,7 +60,7 @@ def test_vmap_group_norm_follows_autocast_as_nn_group_norm_does(monkeypatch):
         expected = norm(x)
         assert expected.dtype == torch.bfloat16 and torch.equal(swapped(x), expected)  # the CPU's rule: none
         # CUDA's rule, applied on the CPU: normalised in float32, as nn.GroupNorm under CUDA autocast
-        monkeypatch.setattr(packing, "autocast_runs_group_norm_in_float32", lambda device_type: True)
+        monkeypatch.setattr(packing, "autocast_runs_in_float32", lambda op, device_type: True)
         got = swapped(x)
     assert got.dtype == torch.float32 and torch.equal(got, norm(x.float()))
     assert swapped(x).dtype == torch.bfloat16  # autocast off: no cast
@@ -126,6 +129,76 @@ def test_relational_denoisers_stack_too():
     expected = torch.stack([m(x[k], t[k], (states[k], mask[k])) for k, m in enumerate(reference)])
     got = StackedModels([build(k) for k in range(2)])(x, t, (states, mask))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def module_output_types(model: nn.Module, call) -> dict[str, torch.dtype]:
+    """The output dtype of every submodule of ``model`` (by name) while ``call()`` runs."""
+    seen = {}
+
+    def record(name):
+        def hook(_module, _inputs, output):
+            if isinstance(output, torch.Tensor):
+                seen.setdefault(name, output.dtype)
+
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name]
+    try:
+        call()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def pack_and_single_types(device: torch.device) -> list[tuple[dict, dict]]:
+    """(single model's, pack's) module output types under bf16 autocast on ``device``, for a bump
+    denoiser and a relational denoiser with a text projection."""
+    from diffcomp.relational.projection import TextProjection
+
+    def relational(seed):
+        torch.manual_seed(seed)
+        model = RelationalDenoiser(icon_size=16, text_hidden_size=16, **TINY_RELATIONAL_MODEL)
+        model.projection = TextProjection("window", 16, window=1)
+        return model.to(device)
+
+    x, t, y = (v.to(device) for v in bump_inputs(2))
+    images = torch.randn(2, B, 1, 32, 16, device=device)
+    states, mask = torch.randn(2, B, 5, 16, device=device), torch.ones(2, B, 5, dtype=torch.long, device=device)
+    cases = [
+        ([m.to(device) for m in bump_models(2)], (x, t, y)),
+        ([relational(k) for k in range(2)], (images, t, (states, mask))),
+    ]
+    found = []
+    for models, (a, b, c) in cases:
+        single = copy.deepcopy(models[0])  # StackedModels makes its models vmappable in place
+        pack = StackedModels(models)
+        one = c[0] if isinstance(c, torch.Tensor) else tuple(part[0] for part in c)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            found.append(
+                (
+                    module_output_types(single, functools.partial(single, a[0], b[0], one)),
+                    module_output_types(pack.template[0], functools.partial(pack, a, b, c)),
+                )
+            )
+    return found
+
+
+def test_a_bf16_pack_computes_every_layer_in_the_type_its_single_run_does():
+    """Under vmap, autocast's convolutions and linear layers returned float32 (the bias added after
+    the bf16 product; on the CPU the convolution not cast at all): a bf16 pack ran at another
+    precision than its single runs. Every layer's output type now matches, and the outputs agree
+    to bf16 rounding."""
+    for single, packed in pack_and_single_types(torch.device("cpu")):
+        assert len(single) > 40 and torch.bfloat16 in single.values()
+        assert packed == single
+    models = bump_models(2)
+    x, t, y = bump_inputs(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = torch.stack([m(x[k], t[k], y[k]) for k, m in enumerate(models)])
+        got = StackedModels(models)(x, t, y)
+    assert got.dtype == expected.dtype
+    torch.testing.assert_close(got.float(), expected.float(), rtol=0.05, atol=0.05)
 
 
 def test_models_of_different_shapes_do_not_stack():
