@@ -9,17 +9,20 @@ same device from snapshots trained on the CPU. What this cannot check is any val
 rounding and speed on a GPU are the benchmarks' (bench/gpu_bench.sh).
 """
 
+import importlib
+import json
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from fake_cuda import FAKE_CUDA, devices, fake_cuda, load_cuda_device_guard
+from fake_cuda import FAKE_CUDA, FakeCudaApi, MemoryCheckpoints, devices, fake_cuda, load_cuda_device_guard
 from test_bumps_pack import two_runs
 from test_bumps_train import tiny_run
 from test_relational_train import N, tiny_section
-from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
-from torch.utils._pytree import tree_map
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-from diffcomp import training
 from diffcomp.bumps import train as bumps_train
 from diffcomp.bumps.sample import sample_run
 from diffcomp.bumps.train import train_pack, train_run
@@ -33,44 +36,6 @@ pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=f"no fake CUDA devi
 CUDA = str(FAKE_CUDA)
 # every GPU option but the CUDA graph, at its non-default value
 GPU_OPTIONS = {"precision": "bf16", "tf32": True, "fused_optimizer": True, "channels_last": True}
-
-
-def _loaded(value):
-    """``value`` as ``torch.load(map_location="cpu")`` returns it: a new CPU tensor of its type and
-    shape (fake for a fake one: a real one could not move to the fake device; real for a real one,
-    e.g. a generator's state), anything else as it is."""
-    if isinstance(value, FakeTensor):
-        return torch.zeros(value.shape, dtype=value.dtype)
-    if isinstance(value, torch.Tensor):
-        with unset_fake_temporarily():
-            return value.clone()
-    return value
-
-
-class MemoryCheckpoints:
-    """The trainer's resume states and snapshots kept in memory, as handed over (a fake tensor holds
-    nothing to write); a resume gets the newest state with its tensors on the CPU, as
-    ``torch.load(map_location="cpu")`` gives it."""
-
-    def __init__(self, monkeypatch):
-        self.states: dict[int, dict] = {}
-        self.snapshots: dict[int, dict] = {}
-        monkeypatch.setattr(training, "save_state", self.save_state)
-        monkeypatch.setattr(training, "save_snapshot", self.save_snapshot)
-        monkeypatch.setattr(training, "load_latest_state", self.load_latest_state)
-
-    def save_state(self, state_dir, state, keep):
-        self.states[state["step"]] = state
-
-    def save_snapshot(self, state_dir, step, weights):
-        self.snapshots[step] = weights
-        path = training._snapshot_path(state_dir, step)  # an empty file for publish_run to link
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-
-    def load_latest_state(self, state_dir, expected_fingerprint):
-        ours = [step for step, state in self.states.items() if state["fingerprint"] == expected_fingerprint]
-        return tree_map(_loaded, self.states[max(ours)]) if ours else None
 
 
 def _optimizer_devices(state: dict, key: str) -> set[str]:
@@ -303,3 +268,62 @@ def test_a_bf16_pack_computes_every_layer_in_the_type_its_single_run_does_on_cud
     for single, packed in found:
         assert {torch.float32, torch.bfloat16} <= set(single.values())
         assert packed == single
+
+
+def _bench(name: str):
+    """bench/{name}.py as a module (bench_relational imports bench_bumps from its folder)."""
+    folder = str(Path(__file__).resolve().parents[1] / "bench")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+# bench/gpu_bench.sh's settings (the compiled ones aside: torch.compile generates code for a real GPU)
+GPU_BENCH_SETTINGS = {
+    "eager_packed": ["--packed", "2"],
+    "graph_packed": ["--packed", "2", "--no-bare", "--set", "cuda_graph=true"],
+    "bf16_wide_heads_graph_packed": [
+        *("--packed", "2", "--no-bare", "--set", "cuda_graph=true", "--set", "precision=bf16"),
+        *("--set", "model.attention_head_dim=16"),
+    ],
+    "bf16_eager": ["--set", "precision=bf16"],
+    "wide_heads_eager": ["--set", "model.attention_head_dim=16"],
+    "tf32_fused": ["--set", "tf32=true", "--set", "fused_optimizer=true"],
+}
+
+
+@pytest.mark.parametrize("setting", list(GPU_BENCH_SETTINGS))
+def test_gpu_bench_bump_settings_run_on_cuda(tmp_path, monkeypatch, setting):
+    """What a device session runs first (bench/gpu_bench.sh) runs on CUDA here: the quick config,
+    a few steps, and the report a GPU would give (its timings mean nothing here)."""
+    MemoryCheckpoints(monkeypatch)
+    out = tmp_path / "bench.json"
+    args = ["--config", "config.yaml", "--steps", "4", "--rounds", "1", "--training-only", "--json", str(out)]
+    with fake_cuda():
+        _bench("bench_bumps").main([*args, "--set", "device=cuda:0", *GPU_BENCH_SETTINGS[setting]])
+    result = json.loads(out.read_text())
+    assert result["training"]["device"] == CUDA and result["training"]["bf16_peak_tflops"] == 989.4  # an H100's
+    if "--packed" in GPU_BENCH_SETTINGS[setting]:
+        packed = result["packed"]
+        assert packed["models"] == 2 and packed["pipeline_pack_aggregate_steps_per_s"] > 0
+        assert packed["sample_seconds_per_checkpoint_per_model"] > 0
+
+
+def test_gpu_bench_relational_setting_runs_on_cuda(tmp_path, monkeypatch):
+    """gpu_bench.sh's relational setting: training, contrastive losses, text encoder, prediction
+    and sampling on CUDA (the image encoder trains on the CPU, as the workflow's rule does)."""
+    bench = _bench("bench_relational")
+    MemoryCheckpoints(monkeypatch)
+    train_on_cpu = bench.train_image_encoder
+
+    def train_image_encoder(*args, **kwargs):
+        with unset_fake_temporarily():
+            return train_on_cpu(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "train_image_encoder", train_image_encoder)
+    out = tmp_path / "bench.json"
+    with fake_cuda():
+        bench.main(["--config", "config.yaml", "--steps", "3", "--rounds", "1", "--device", CUDA, "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["device"] == CUDA and result["device_name"] == FakeCudaApi.DEVICE_NAME
+    assert {"training", "contrastive", "text_encoder", "sampling"} <= set(result)
