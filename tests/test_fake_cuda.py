@@ -113,6 +113,17 @@ def test_a_cpu_tensor_in_the_step_fails_on_the_fake_device_as_on_a_gpu(tmp_path,
         train_run(run, {**runtime, "device": CUDA}, labels, tmp_path / "train")
     with fake_cuda(), pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
         torch.ones(2, device=FAKE_CUDA) + torch.ones(2)
+    # the capture audit sees what a CPU run cannot: copies between the host and the device
+    from diffcomp.graphed_step import CaptureAudit
+
+    with fake_cuda():
+        on_device = torch.ones(2, device=FAKE_CUDA)
+        audit = CaptureAudit([], FAKE_CUDA)
+        with audit:
+            on_device.cpu()
+            torch.ones(2).to(FAKE_CUDA)
+            on_device * 2
+    assert [p.split(" [")[0] for p in audit.problems] == ["copies between the host and the device"] * 2
     with fake_cuda(), pytest.raises(RuntimeError, match="draws from a generator on cpu into a tensor on cuda"):
         torch.randn(2, generator=torch.Generator(device="cpu"), device=FAKE_CUDA)
 
