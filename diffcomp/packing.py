@@ -7,11 +7,15 @@ per layer for all K models instead of K. AdamW and EMA are elementwise, so one o
 stacked parameters updates each model exactly as its own optimiser would (up to the batched
 kernels' rounding), and the sum of the K models' losses gives each model its own gradient.
 
-Two details make diffusers' UNets vmappable in torch 2.13:
+Three details make diffusers' UNets vmappable in torch 2.13:
 
 - ``nn.GroupNorm``'s functional form asks its input for its memory format, which a vmapped
   tensor cannot answer ("NYI: querying is_contiguous inside of vmap"); :class:`VmapGroupNorm`
   calls the same kernel (``aten.native_group_norm``) directly, and :func:`vmappable` swaps it in.
+- Under bf16 autocast, the batching rules of convolutions, linear layers and norms return
+  float32 where the unbatched layers return bf16 (a bias or a norm's weight is applied after the
+  bf16 part); :func:`vmappable` makes each layer compute in the type it has outside vmap
+  (:class:`VmapConv`, :class:`VmapLayerNorm`, :class:`VmapGroupNorm`).
 - On the CPU, scaled-dot-product attention has no vmap batching rule (PyTorch falls back to a
   per-model loop, with a warning); on a GPU this is what a benchmark has to measure.
 
