@@ -10,10 +10,11 @@ to be on the same device"). What a fake tensor cannot show is any number: this c
 tensors live and what type they have, never what they hold.
 
 Two things the CPU wheel lacks are supplied. CUDA's device guard (which indexing, ``.to("cuda")``
-and autograd's graph ask for) is registered by a three-line C++ library compiled with the
-system's g++ on first use (:func:`load_cuda_device_guard`: the no-op guard PyTorch itself uses
-when tracing without a GPU); without a compiler the tests that need it are skipped. And what the
-context replaces, all restored on exit:
+and autograd's graph ask for) is registered by a small C++ library compiled with the system's g++
+on first use (:func:`load_cuda_device_guard`: a guard that does nothing, for one device,
+``cuda:0``); without a compiler the tests that need it are skipped. And a meta kernel for fused
+AdamW with a tensor learning rate (:func:`_meta_kernels`). What the context replaces, all
+restored on exit:
 
 - ``torch.cuda.is_available`` and ``torch.cuda.is_bf16_supported`` say yes;
 - ``torch.Generator(device="cuda...")`` makes a CPU generator that reports the CUDA device
@@ -52,6 +53,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 from diffcomp import training
+from diffcomp.graphed_step import same_generator
 
 FAKE_CUDA = torch.device("cuda:0")
 _RealGenerator = torch.Generator
@@ -197,14 +199,10 @@ class _Generators:
         self.Generator = Generator
 
     def device_of(self, generator: torch.Generator) -> torch.device:
-        """The device ``generator`` stands for. In a dispatched call it is a new Python object for the
-        same C++ generator, so each made one is marked in turn with a seed until the marks match."""
+        """The device ``generator`` stands for (in a dispatched call it is a new Python object for
+        the C++ generator: diffcomp.graphed_step.same_generator tells which)."""
         for made in self.made:
-            state = made.get_state()
-            made.manual_seed(0x5EED_F00D)
-            same = generator.initial_seed() == 0x5EED_F00D
-            made.set_state(state)
-            if same:
+            if same_generator(generator, made):
                 return made.device
         return generator.device  # not one of ours: torch's own (a CPU generator)
 
