@@ -15,7 +15,7 @@ Three details make diffusers' UNets vmappable in torch 2.13:
 - Under bf16 autocast, the batching rules of convolutions, linear layers and norms return
   float32 where the unbatched layers return bf16 (a bias or a norm's weight is applied after the
   bf16 part); :func:`vmappable` makes each layer compute in the type it has outside vmap
-  (:class:`VmapConv`, :class:`VmapLayerNorm`, :class:`VmapGroupNorm`).
+  (:class:`VmapAutocastLayer`, :class:`VmapLayerNorm`, :class:`VmapGroupNorm`).
 - On the CPU, scaled-dot-product attention has no vmap batching rule (PyTorch falls back to a
   per-model loop, with a warning); on a GPU this is what a benchmark has to measure.
 
@@ -53,15 +53,23 @@ def autocast_runs_in_float32(op: str, device_type: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", f"Autocast{device_type.upper()}")
 
 
+def _norm_input(x: torch.Tensor, op: str) -> torch.Tensor:
+    """A norm's input as autocast hands it to ``aten::{op}`` outside vmap: float32 where autocast
+    has a float32 rule for it (CUDA's group_norm and layer_norm), else as it is."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type) and autocast_runs_in_float32(op, device_type):
+        return x.float()
+    return x
+
+
 class VmapGroupNorm(nn.GroupNorm):
-    """``nn.GroupNorm`` through ``aten.native_group_norm``: the same kernel, callable under vmap."""
+    """``nn.GroupNorm`` through ``aten.native_group_norm``: the same kernel, callable under vmap,
+    returning the type ``nn.GroupNorm`` returns outside it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # autocast has a rule for group_norm (float32 on CUDA) but none for native_group_norm: without
         # this, a packed bf16 model would normalise in bf16 where its single run normalises in float32
-        device_type = x.device.type
-        if torch.is_autocast_enabled(device_type) and autocast_runs_in_float32("group_norm", device_type):
-            x = x.float()
+        x = _norm_input(x, "group_norm")
         n, c = x.shape[:2]
         out, _, _ = torch.ops.aten.native_group_norm(
             x.contiguous(), self.weight, self.bias, n, c, x[0, 0].numel(), self.num_groups, self.eps
@@ -77,7 +85,7 @@ def _autocast_type(x: torch.Tensor) -> torch.dtype | None:
     return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
-class VmapConv(nn.Module):
+class VmapAutocastLayer(nn.Module):
     """Convolutions and linear layers (mixed into their classes by :func:`vmappable`) that compute
     under vmap in the type autocast gives them outside it.
 
@@ -109,44 +117,40 @@ class VmapLayerNorm(nn.LayerNorm):
     layer_norm); under CUDA's rule (float32) the input is cast first, as autocast would."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        device_type = x.device.type
-        if torch.is_autocast_enabled(device_type) and autocast_runs_in_float32("layer_norm", device_type):
-            x = x.float()
+        x = _norm_input(x, "layer_norm")
         return super().forward(x).to(x.dtype)
 
 
-class VmapConv1d(VmapConv, nn.Conv1d):
+class VmapConv1d(VmapAutocastLayer, nn.Conv1d):
     pass
 
 
-class VmapConv2d(VmapConv, nn.Conv2d):
+class VmapConv2d(VmapAutocastLayer, nn.Conv2d):
     pass
 
 
-class VmapLinear(VmapConv, nn.Linear):
+class VmapLinear(VmapAutocastLayer, nn.Linear):
     pass
 
 
-_VMAP_CLASSES = {nn.Conv1d: VmapConv1d, nn.Conv2d: VmapConv2d, nn.Linear: VmapLinear, nn.LayerNorm: VmapLayerNorm}
+# What vmappable swaps each layer's class for (none adds state, so the parameters stay as they are).
+_VMAP_CLASSES = {
+    nn.GroupNorm: VmapGroupNorm,
+    nn.LayerNorm: VmapLayerNorm,
+    nn.Conv1d: VmapConv1d,
+    nn.Conv2d: VmapConv2d,
+    nn.Linear: VmapLinear,
+}
 
 
 def vmappable(model: nn.Module) -> nn.Module:
-    """Make ``model`` (in place) compute under vmap as it does outside it: every ``nn.GroupNorm``
-    becomes a :class:`VmapGroupNorm` with its weights, every ``nn.Conv1d``, ``nn.Conv2d`` and
-    ``nn.Linear`` takes autocast's type as a whole (:class:`VmapConv`) and every ``nn.LayerNorm``
-    returns its type (:class:`VmapLayerNorm`); the last two by swapping the class, so their
-    parameters stay the same objects."""
-    for name, child in model.named_children():
-        if type(child) is nn.GroupNorm:
-            swapped = VmapGroupNorm(child.num_groups, child.num_channels, child.eps, child.affine)
-            swapped.load_state_dict(child.state_dict())
-            for key, parameter in child.named_parameters():
-                swapped.get_parameter(key).requires_grad_(parameter.requires_grad)  # frozen stays frozen
-            setattr(model, name, swapped.to(next(child.parameters(), torch.empty(0)).device))
-        elif type(child) in _VMAP_CLASSES:
-            child.__class__ = _VMAP_CLASSES[type(child)]
-        else:
-            vmappable(child)
+    """Make ``model`` (in place) compute under vmap as it does outside it, by swapping the class of
+    every ``nn.GroupNorm`` (:class:`VmapGroupNorm`), ``nn.LayerNorm`` (:class:`VmapLayerNorm`),
+    ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Linear`` (:class:`VmapAutocastLayer`); their parameters
+    stay the same objects, frozen ones frozen."""
+    for module in model.modules():
+        if type(module) in _VMAP_CLASSES:
+            module.__class__ = _VMAP_CLASSES[type(module)]
     return model
 
 

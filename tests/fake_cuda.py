@@ -45,6 +45,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pytest
 import safetensors.torch
 import torch
 from safetensors.torch import save_file
@@ -170,9 +171,12 @@ class FakeCudaApi:
     def get_device_name(self, _device=None):
         return self.DEVICE_NAME
 
-    def patch(self, stack: contextlib.ExitStack) -> None:
+    def patch(self, monkeypatch) -> FakeCudaApi:
+        """Put the stand-ins into ``torch.cuda`` (``monkeypatch``: pytest's fixture, or anything with
+        its ``setattr``); returns this object."""
         for name in self.NAMES:
-            stack.enter_context(mock.patch.object(torch.cuda, name, getattr(self, name)))
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+        return self
 
 
 class _Generators:
@@ -350,7 +354,7 @@ def fake_cuda():
         stack.enter_context(mock.patch.object(FakeTensor, "numpy", _zeros_array, create=True))
         stack.enter_context(mock.patch.object(torch.optim.Optimizer, "__init__", gradients.optimizer_init))
         stack.enter_context(mock.patch.object(torch.Tensor, "backward", gradients.backward))
-        api.patch(stack)
+        api.patch(stack.enter_context(pytest.MonkeyPatch.context()))
         stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
         stack.enter_context(_GeneratorDeviceCheck(generators))
         try:

@@ -439,9 +439,7 @@ def test_graphed_step_needs_cuda_a_capturable_optimizer_and_device_generators():
 def test_graphed_step_warms_up_captures_once_and_replays(monkeypatch):
     """The capture bookkeeping, with torch.cuda replaced by fakes: eager warm-ups, one capture that
     reads the lr from a device tensor, then replays that see the schedule's lr; generators registered."""
-    fake = FakeCudaApi()
-    for name in FakeCudaApi.NAMES:
-        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    fake = FakeCudaApi().patch(monkeypatch)
     model = torch.nn.Linear(2, 2)
     model(torch.ones(1, 2)).sum().backward()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=True)
@@ -469,9 +467,7 @@ def test_graphed_step_warms_up_captures_once_and_replays(monkeypatch):
 
 
 def test_graphed_step_names_a_failed_capture(monkeypatch):
-    fake = FakeCudaApi()
-    for name in FakeCudaApi.NAMES:
-        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    fake = FakeCudaApi().patch(monkeypatch)
     optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3, capturable=True)
 
     def step():
@@ -487,9 +483,7 @@ def test_graphed_step_names_a_failed_capture(monkeypatch):
 
 def test_graphed_step_audits_its_last_warm_up_before_capturing(monkeypatch):
     """On a GPU the last eager warm-up step is audited: a host read is named before any capture."""
-    fake = FakeCudaApi()
-    for name in FakeCudaApi.NAMES:
-        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    FakeCudaApi().patch(monkeypatch)
     optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3, capturable=True)
     counter = torch.zeros(())
 

@@ -188,7 +188,7 @@ def test_a_bf16_pack_computes_every_layer_in_the_type_its_single_run_does():
     """Under vmap, autocast's convolutions and linear layers returned float32 (the bias added after
     the bf16 product; on the CPU the convolution not cast at all): a bf16 pack ran at another
     precision than its single runs. Every layer's output type now matches, and the outputs agree
-    to bf16 rounding."""
+    to a few bf16 steps (measured: at most 0.020 apart, outputs up to 1.15; a bf16 step there is 0.009)."""
     for single, packed in pack_and_single_types(torch.device("cpu")):
         assert len(single) > 40 and torch.bfloat16 in single.values()
         assert packed == single
@@ -198,7 +198,7 @@ def test_a_bf16_pack_computes_every_layer_in_the_type_its_single_run_does():
         expected = torch.stack([m(x[k], t[k], y[k]) for k, m in enumerate(models)])
         got = StackedModels(models)(x, t, y)
     assert got.dtype == expected.dtype
-    torch.testing.assert_close(got.float(), expected.float(), rtol=0.05, atol=0.05)
+    torch.testing.assert_close(got.float(), expected.float(), rtol=0.0, atol=0.04)
 
 
 def test_models_of_different_shapes_do_not_stack():
