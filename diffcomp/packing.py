@@ -93,8 +93,8 @@ class VmapAutocastLayer(nn.Module):
     bf16 and the result is bf16. Under vmap over stacked weights, the batching rules split the
     operation: for a linear layer the matrix product runs in bf16 but the bias is added in
     float32, and on the CPU the convolution skips autocast altogether (torch 2.13), so every layer
-    of a bf16 pack returned float32: the pack ran at another precision, and moved twice the
-    activation bytes, of the single runs it stands for. Casting input, weight and bias to
+    of a bf16 pack returned float32: the pack ran at another precision than the single runs it
+    stands for, its activations float32 (twice the bytes of bf16). Casting input, weight and bias to
     autocast's type first makes the whole operation run in it. Without autocast this is the
     plain module's forward.
     """
