@@ -632,6 +632,38 @@ def bench_figure_set(config: Path) -> dict:
         return {"config": str(config), "wall_seconds": time.perf_counter() - start}
 
 
+SET_HELP = (
+    "override a bumps.training key for this bench, e.g. --set compile=reduce-overhead --set precision=bf16, "
+    "or another bumps key by its dotted path, e.g. --set model.attention_head_dim=64 "
+    "(YAML values; the config is validated again)"
+)
+
+
+def bench_section(config_path: Path, overrides: list[str], dataset: str | None = None) -> tuple[dict, dict]:
+    """The validated bumps section of ``config_path`` with ``--set KEY=VALUE`` overrides (a plain
+    key is a training key, a dotted one a path below bumps: model.attention_head_dim), and the
+    spec of ``dataset`` (default: the config's first). Raises ValueError or ConfigError."""
+    config = load_config(config_path)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY a bumps.training key or a dotted bumps path")
+        *parents, leaf = key.split(".") if "." in key else ["training", key]
+        target = config["bumps"]
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(value)
+    try:
+        section = validate_config(config)["bumps"]
+    except ConfigError as err:
+        raise ConfigError(f"--set: {err}") from None
+    specs = dataset_specs(section)
+    name = dataset or next(iter(specs))
+    if name not in specs:
+        raise ValueError(f"--dataset {name!r}: the config's datasets are {', '.join(specs)}")
+    return section, {"image_size": section["image_size"], **specs[name]}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
@@ -651,9 +683,7 @@ def main(argv=None) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a bumps.training key for this bench, e.g. --set compile=reduce-overhead --set precision=bf16, "
-        "or another bumps key by its dotted path, e.g. --set model.attention_head_dim=64 "
-        "(YAML values; the config is validated again)",
+        help=SET_HELP,
     )
     parser.add_argument("--training-only", action="store_true", help="skip the sampling and evaluation benches")
     parser.add_argument(
@@ -675,23 +705,10 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    config = load_config(args.config)
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY a bumps.training key or a dotted bumps path")
-        # a plain key is a training key; a dotted one a path below bumps (model.attention_head_dim)
-        *parents, leaf = key.split(".") if "." in key else ["training", key]
-        target = config["bumps"]
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = yaml.safe_load(value)
     try:
-        section = validate_config(config)["bumps"]
-    except ConfigError as err:
-        parser.error(f"--set: {err}")
-    specs = dataset_specs(section)
-    spec = {"image_size": section["image_size"], **specs[args.dataset or next(iter(specs))]}
+        section, spec = bench_section(args.config, args.set, args.dataset)
+    except (ConfigError, ValueError) as err:
+        parser.error(str(err))
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}", "torch": torch.__version__}
     if args.flops:
         device = resolve_device(section["training"]["device"])

@@ -10,7 +10,7 @@
 # in order of importance, each one's JSON and log land under $OUT as it finishes and summary.txt
 # is rewritten after each, so a command cut short keeps what it measured; run the rest by name in
 # a second command. Expected on an H100/H200 (a guess, never measured): the first three about
-# 8 minutes, the rest about 6.
+# 8 minutes, the rest about 7 (`agreement`, ten short runs compared bit for bit, about 1).
 #
 # The device image lacks diffusers, umap-learn, pynndescent, jsonschema (+ referencing, rpds-py):
 # download their wheels into .whl/ here first (`make gpu-wheels`) and carry .whl; they are
@@ -33,6 +33,7 @@ PACK="${PACK:-4}"
 HEADS="${HEADS:-64}"  # the wide-heads settings' attention_head_dim (the paper model: 2 and 4 heads)
 RELATIONAL_CONFIG="${RELATIONAL_CONFIG:-$CONFIG}"
 RELATIONAL_STEPS="${RELATIONAL_STEPS:-20}"
+AGREEMENT_STEPS="${AGREEMENT_STEPS:-20}"  # each of bench/agreement.py's ten runs
 mkdir -p "$OUT"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
@@ -46,6 +47,15 @@ def num(value):
 rows = []
 for path in sorted(out.glob("*.json"), key=lambda p: p.stat().st_mtime):
     data = json.loads(path.read_text())
+    if "variants" in data:  # bench/agreement.py: "=" bit-identical, else the relative difference
+        cells = []
+        for name, row in data["variants"].items():
+            weights = row["weights"]
+            relative = weights["relative_to_training"]
+            cells.append(f"{name} " + ("=" if weights["bit_identical"] else f"{num(relative):.1e}"))
+        cells.append("EMA foreach " + ("=" if data["ema_foreach_vs_loop"]["bit_identical"] else "differs"))
+        rows.append(f"{path.stem:26s} " + ", ".join(cells))
+        continue
     t, p = data.get("training", {}), data.get("packed", {})
     row = (
         f"{path.stem:26s} pipeline {num(t.get('pipeline_steps_per_s')):7.1f}  "
@@ -89,6 +99,13 @@ setting() {  # the settings by name, in order of importance
         bf16_wide_heads_graph_packed)
             bench "$1" "$GRAPH_STEPS" --packed "$PACK" --no-bare --set cuda_graph=true --set precision=bf16 \
                 --set model.attention_head_dim="$HEADS" ;;
+        # what is and is not bit-identical to eager fp32 on this GPU: the trainer with one setting
+        # changed at a time (repeat, resume, tf32, fused AdamW, channels-last, CUDA graph, bf16, pack)
+        agreement)
+            echo "== $1"
+            timeout 300 python3 bench/agreement.py --config "$CONFIG" --steps "$AGREEMENT_STEPS" \
+                --json "$OUT/$1.json" >"$OUT/$1.log" 2>&1 || echo "   failed or timed out: see $1.log"
+            summarize ;;
         reduce_overhead) bench "$1" "$GRAPH_STEPS" --set compile=reduce-overhead ;;
         bf16_eager) bench "$1" "$STEPS" --set precision=bf16 ;;
         wide_heads_eager) bench "$1" "$STEPS" --set model.attention_head_dim="$HEADS" ;;
@@ -105,7 +122,7 @@ setting() {  # the settings by name, in order of importance
     esac
 }
 
-ALL=(eager_packed graph_packed bf16_wide_heads_graph_packed reduce_overhead bf16_eager wide_heads_eager tf32_fused compile_default relational)
+ALL=(eager_packed graph_packed bf16_wide_heads_graph_packed agreement reduce_overhead bf16_eager wide_heads_eager tf32_fused compile_default relational)
 for name in "${@:-${ALL[@]}}"; do
     setting "$name"
 done

@@ -100,3 +100,39 @@ def test_bench_relational_reports_images_and_the_fraction_of_peak(tmp_path):
     assert training["flops_per_step"] > 0 and training["bf16_peak_tflops"] == 2.0
     assert training["achieved_tflops"] == training["flops_per_step"] * training["pipeline_steps_per_s"] / 1e12
     assert training["fraction_of_bf16_peak"] == training["achieved_tflops"] / 2.0
+
+
+def test_agreement_bench_measures_what_is_bit_identical_on_the_cpu(tmp_path):
+    """bench/agreement.py on the quick config: on a CPU a repeated and a resumed run equal the
+    reference bit for bit, and so do the settings that act only on CUDA (tf32, fused AdamW,
+    channels-last) and the CUDA-graph step run eagerly; bf16 autocast differs by a bf16-sized
+    amount and a packed run by rounding; the EMA's foreach form equals its loop. Run as the GPU
+    session runs it, through bench/gpu_bench.sh, whose summary line it checks too."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OUT": str(tmp_path),
+        "CONFIG": "config.yaml",
+        "AGREEMENT_STEPS": "4",
+    }
+    _run("bash", "bench/gpu_bench.sh", "agreement", env=env)
+    result = json.loads((tmp_path / "agreement.json").read_text())
+    assert result["device"] == "cpu" and result["steps"] == 4 and result["gpu"] is None
+    variants = result["variants"]
+    assert set(variants) == {
+        "repeat", "resumed", "tf32", "fused_optimizer", "channels_last", "cuda_graph", "bf16", "pack", "all_gpu_options"
+    }  # fmt: skip
+    for name in ("repeat", "resumed", "tf32", "fused_optimizer", "channels_last", "cuda_graph"):
+        for weights in ("weights", "snapshot"):
+            row = variants[name][weights]
+            assert row["bit_identical"] and row["max_abs_diff"] == 0 and row["relative_to_training"] == 0, name
+        assert variants[name]["final_loss"] == result["reference"]["final_loss"]
+    bf16 = variants["bf16"]["weights"]
+    assert not bf16["bit_identical"] and 1e-4 < bf16["relative_to_training"] < 0.2
+    pack = variants["pack"]["weights"]
+    assert not pack["bit_identical"] and 0 < pack["relative_to_training"] < 1e-3
+    # on a CPU the options that act only on CUDA change nothing: all of them together are bf16 alone
+    assert variants["all_gpu_options"]["weights"] == bf16
+    assert result["ema_foreach_vs_loop"]["bit_identical"]
+    summary = (tmp_path / "summary.txt").read_text()
+    assert summary.startswith("agreement") and "resumed =" in summary and "EMA foreach =" in summary
