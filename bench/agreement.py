@@ -16,6 +16,8 @@ trains the same run again through ``train_run`` (or ``train_pack``) with one cha
     bf16             training.precision: bf16
     pack             the run as model 0 of a pack of 2 (the second run: seed + 1)
     all_gpu_options  bf16, tf32, fused AdamW, channels-last and the CUDA graph together
+    cuda_graph_resumed, pack_resumed, all_gpu_options_resumed
+                     that variant stopped half-way and resumed, against its own uninterrupted run
     compile          training.compile: default (not in the default list: compiling takes minutes)
 
 and reports, for the final raw weights and the final snapshot (the sampling weights: EMA when
@@ -36,6 +38,7 @@ import json
 import logging
 import platform
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -66,25 +69,57 @@ DEFAULT_SPEED = {
     "channels_last": False,
     "cuda_graph": False,
 }
+ALL_GPU_OPTIONS = {
+    "precision": "bf16",
+    "tf32": True,
+    "fused_optimizer": True,
+    "channels_last": True,
+    "cuda_graph": True,
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One comparison: the run trained with ``changes`` to the reference's training keys, stopped
+    half-way and finished by a second call (``resumed``), or as model 0 of a pack of two (``pack``),
+    compared with the reference, or with the variant named ``against``."""
+
+    changes: dict = field(default_factory=dict)
+    resumed: bool = False
+    pack: bool = False
+    against: str | None = None
+
+    def described(self) -> dict:
+        return {
+            **self.changes,
+            **({"resumed": True} if self.resumed else {}),
+            **({"pack_size": 2} if self.pack else {}),
+        }
+
+
 VARIANTS = {
-    "repeat": {},
-    "resumed": {},
-    "tf32": {"tf32": True},
-    "fused_optimizer": {"fused_optimizer": True},
-    "channels_last": {"channels_last": True},
-    "cuda_graph": {"cuda_graph": True},
-    "bf16": {"precision": "bf16"},
-    "pack": {},
-    "all_gpu_options": {
-        "precision": "bf16",
-        "tf32": True,
-        "fused_optimizer": True,
-        "channels_last": True,
-        "cuda_graph": True,
-    },
-    "compile": {"compile": "default"},
+    "repeat": Variant(),
+    "resumed": Variant(resumed=True),
+    "tf32": Variant({"tf32": True}),
+    "fused_optimizer": Variant({"fused_optimizer": True}),
+    "channels_last": Variant({"channels_last": True}),
+    "cuda_graph": Variant({"cuda_graph": True}),
+    "bf16": Variant({"precision": "bf16"}),
+    "pack": Variant(pack=True),
+    "all_gpu_options": Variant(ALL_GPU_OPTIONS),
+    # is resuming bit-identical where the step is not eager float32? each against its own uninterrupted run
+    "cuda_graph_resumed": Variant({"cuda_graph": True}, resumed=True, against="cuda_graph"),
+    "pack_resumed": Variant(pack=True, resumed=True, against="pack"),
+    "all_gpu_options_resumed": Variant(ALL_GPU_OPTIONS, resumed=True, against="all_gpu_options"),
+    "compile": Variant({"compile": "default"}),
 }
 DEFAULT_VARIANTS = [name for name in VARIANTS if name != "compile"]
+
+
+def with_dependencies(names: list[str]) -> list[str]:
+    """``names`` in VARIANTS' order, with each one's ``against`` variant added before it."""
+    wanted = set(names) | {VARIANTS[name].against for name in names if VARIANTS[name].against}
+    return [name for name in VARIANTS if name in wanted]
 
 
 class _Tf32Flags:
@@ -142,25 +177,32 @@ def final_loss(train_dir: Path, index: int | None = None) -> float:
 
 
 def train_variant(name: str, section: dict, spec: dict, steps: int, labels_csv: Path, out: Path):
-    """Train variant ``name`` under ``out``; returns its train folder and the reference run's index
+    """Train variant ``name`` under ``out``; returns its train folder and the compared run's index
     in it (a pack's member index; None for a single run)."""
+    variant = VARIANTS[name]
     run_section = copy.deepcopy(section)
-    run_section["training"].update(DEFAULT_SPEED, **VARIANTS[name], steps=steps, checkpoint_every=steps)
+    run_section["training"].update(DEFAULT_SPEED, **variant.changes, steps=steps, checkpoint_every=steps)
     run = semantic_config(run_section, spec, seed=0)
     runtime = {key: run_section["training"][key] for key in RUNTIME_KEYS}
     train_dir = out / name / "train"
+    if variant.pack:
+        runs = [run, semantic_config(run_section, spec, seed=1)]
+
+        def train_once(**kwargs):
+            return train_pack(runs, runtime, [labels_csv] * 2, train_dir, **kwargs)
+    else:
+
+        def train_once(**kwargs):
+            return train_run(run, runtime, labels_csv, train_dir, **kwargs)
+
     with _Tf32Flags():
-        if name == "pack":
-            partner = semantic_config(run_section, spec, seed=1)
-            train_pack([run, partner], runtime, [labels_csv] * 2, train_dir)
-            return train_dir, 0
-        if name == "resumed":
+        if variant.resumed:
             try:
-                train_run(run, runtime, labels_csv, train_dir, stop_after_step=max(1, steps // 2))
+                train_once(stop_after_step=max(1, steps // 2))
             except TrainingInterrupted:
                 pass  # the state is on disk; the second call resumes it
-        train_run(run, runtime, labels_csv, train_dir)
-    return train_dir, None
+        train_once()
+    return train_dir, 0 if variant.pack else None
 
 
 def ema_agreement(section: dict, device: torch.device, steps: int = 20) -> dict:
@@ -193,20 +235,29 @@ def agreement(section: dict, spec: dict, steps: int, variants: list[str], tmp: P
     section, table, _ = bench_data(section, spec)
     labels_csv = tmp / "labels.csv"
     write_csv(labels_csv, table)
-    names = list(BumpDenoiser.from_config(section).state_dict())
     torch.manual_seed(0)  # the trainer's initialisation of seed 0
     initial = {name: w.float() for name, w in BumpDenoiser.from_config(section).state_dict().items()}
-    reference_dir, _ = train_variant("repeat", section, spec, steps, labels_csv, tmp / "reference")
-    reference_raw, reference_snapshot = final_weights(reference_dir, names)
+    names = list(initial)
+    finals = {}  # name -> (raw, snapshot) final weights
+
+    def train_and_read(name: str, out: Path) -> tuple[Path, int | None]:
+        logging.getLogger("agreement").info("variant %s", name)
+        train_dir, index = train_variant(name, section, spec, steps, labels_csv, out)
+        finals[name] = final_weights(train_dir, names, index)
+        return train_dir, index
+
+    reference_dir, _ = train_and_read("repeat", tmp / "reference")
+    finals["reference"] = finals.pop("repeat")
     results = {}
     for name in variants:
-        logging.getLogger("agreement").info("variant %s", name)
-        train_dir, index = train_variant(name, section, spec, steps, labels_csv, tmp)
-        raw, snapshot = final_weights(train_dir, names, index)
+        against = VARIANTS[name].against or "reference"
+        train_dir, index = train_and_read(name, tmp)
+        (raw, snapshot), (against_raw, against_snapshot) = finals[name], finals[against]
         results[name] = {
-            "changes": VARIANTS[name] or ({"pack_size": 2} if name == "pack" else {}),
-            "weights": compare(raw, reference_raw, initial),
-            "snapshot": compare(snapshot, reference_snapshot, initial),
+            "changes": VARIANTS[name].described(),
+            "against": against,
+            "weights": compare(raw, against_raw, initial),
+            "snapshot": compare(snapshot, against_snapshot, initial),
             "final_loss": final_loss(train_dir, index),
         }
     return {
@@ -221,21 +272,26 @@ def agreement(section: dict, spec: dict, steps: int, variants: list[str], tmp: P
 
 def table(result: dict) -> str:
     """The comparisons as a text table."""
+
+    def rel(value):
+        return f"{value:9.2e}" if value is not None else f"{'-':>9s}"
+
+    labels = {
+        name: name if row["against"] == "reference" else f"{name} (vs {row['against']})"
+        for name, row in result["variants"].items()
+    }
+    width = max(len("variant"), *map(len, labels.values()))
     lines = [
         f"{result['dataset']}, {result['steps']} steps on {result['device']}; reference final loss "
         f"{result['reference']['final_loss']:.6g}",
-        f"{'variant':16s} {'identical':>9s} {'max |diff| weights':>19s} {'rel.':>9s} {'max |diff| EMA':>15s} "
+        f"{'variant':{width}s} {'identical':>9s} {'max |diff| weights':>19s} {'rel.':>9s} {'max |diff| EMA':>15s} "
         f"{'rel.':>9s} {'final loss':>11s}  largest difference in",
     ]
     for name, row in result["variants"].items():
         w, s = row["weights"], row["snapshot"]
-
-        def rel(value):
-            return f"{value:9.2e}" if value is not None else f"{'-':>9s}"
-
         identical = w["bit_identical"] and s["bit_identical"]
         lines.append(
-            f"{name:16s} {'yes' if identical else 'no':>9s} "
+            f"{labels[name]:{width}s} {'yes' if identical else 'no':>9s} "
             f"{w['max_abs_diff']:19.3e} {rel(w['relative_to_training'])} {s['max_abs_diff']:15.3e} "
             f"{rel(s['relative_to_training'])} {row['final_loss']:11.6g}  "
             f"{w['max_abs_diff_tensor'] if w['max_abs_diff'] > 0 else '-'}"
@@ -265,7 +321,7 @@ def main(argv=None) -> None:
         parser.error(str(err))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as tmp:
-        result = agreement(section, spec, args.steps, args.variants, Path(tmp))
+        result = agreement(section, spec, args.steps, with_dependencies(args.variants), Path(tmp))
     result = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "torch": torch.__version__,

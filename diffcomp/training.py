@@ -619,7 +619,7 @@ def train(
                 )
             loss_history.append([step, mean_loss, lr_schedule.get_last_lr()[0], *(means if task.loss_parts else [])])
             progress.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
-            progress.update(n)
+            progress.update(step - progress.n)  # (n counts from the last row, which may predate a resume)
         if at_checkpoint:
             save_snapshot(paths.state_dir, step, sampling_weights())
             snapshot_steps.append(step)

@@ -106,7 +106,8 @@ def test_agreement_bench_measures_what_is_bit_identical_on_the_cpu(tmp_path):
     """bench/agreement.py on the quick config: on a CPU a repeated and a resumed run equal the
     reference bit for bit, and so do the settings that act only on CUDA (tf32, fused AdamW,
     channels-last) and the CUDA-graph step run eagerly; bf16 autocast differs by a bf16-sized
-    amount and a packed run by rounding; the EMA's foreach form equals its loop. Run as the GPU
+    amount and a packed run by rounding, and resuming a CUDA-graph run, a pack or a run with every
+    GPU option equals that variant uninterrupted; the EMA's foreach form equals its loop. Run as the GPU
     session runs it, through bench/gpu_bench.sh, whose summary line it checks too."""
     env = {
         **os.environ,
@@ -119,14 +120,17 @@ def test_agreement_bench_measures_what_is_bit_identical_on_the_cpu(tmp_path):
     result = json.loads((tmp_path / "agreement.json").read_text())
     assert result["device"] == "cpu" and result["steps"] == 4 and result["gpu"] is None
     variants = result["variants"]
-    assert set(variants) == {
-        "repeat", "resumed", "tf32", "fused_optimizer", "channels_last", "cuda_graph", "bf16", "pack", "all_gpu_options"
-    }  # fmt: skip
-    for name in ("repeat", "resumed", "tf32", "fused_optimizer", "channels_last", "cuda_graph"):
+    resumed = {"cuda_graph_resumed": "cuda_graph", "pack_resumed": "pack", "all_gpu_options_resumed": "all_gpu_options"}
+    identical = ("repeat", "resumed", "tf32", "fused_optimizer", "channels_last", "cuda_graph", *resumed)
+    assert set(variants) == {*identical, "bf16", "pack", "all_gpu_options"}
+    for name in identical:
         for weights in ("weights", "snapshot"):
             row = variants[name][weights]
             assert row["bit_identical"] and row["max_abs_diff"] == 0 and row["relative_to_training"] == 0, name
-        assert variants[name]["final_loss"] == result["reference"]["final_loss"]
+        against = resumed.get(name)
+        assert variants[name]["against"] == (against or "reference")
+        expected_loss = variants[against]["final_loss"] if against else result["reference"]["final_loss"]
+        assert variants[name]["final_loss"] == expected_loss
     bf16 = variants["bf16"]["weights"]
     assert not bf16["bit_identical"] and 1e-4 < bf16["relative_to_training"] < 0.2
     pack = variants["pack"]["weights"]
