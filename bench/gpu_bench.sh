@@ -33,9 +33,21 @@ PACK="${PACK:-4}"
 HEADS="${HEADS:-64}"  # the wide-heads settings' attention_head_dim (the paper model: 2 and 4 heads)
 RELATIONAL_CONFIG="${RELATIONAL_CONFIG:-$CONFIG}"
 RELATIONAL_STEPS="${RELATIONAL_STEPS:-20}"
-AGREEMENT_STEPS="${AGREEMENT_STEPS:-20}"  # each of bench/agreement.py's ten runs
+AGREEMENT_STEPS="${AGREEMENT_STEPS:-20}"  # each of bench/agreement.py's thirteen runs
 mkdir -p "$OUT"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+# Preflight, in seconds: the packages import, and on a machine with an NVIDIA GPU torch sees it.
+# Without this, a CUDA-less torch there would run the paper model on the CPU until every
+# setting's timeout, spending the whole device session on nothing.
+python3 - <<'PY' 2>&1 | tee "$OUT/preflight.txt" || exit 1
+import shutil, sys
+import diffusers, jsonschema, torch, umap  # noqa: F401 (the wheels .whl/ supplies where missing)
+import diffcomp.bumps.train  # noqa: F401
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, diffusers {diffusers.__version__}, "
+      f"CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}")
+if shutil.which("nvidia-smi") and not torch.cuda.is_available():
+    sys.exit("nvidia-smi sees a GPU but torch does not: stopping before any setting runs on the CPU")
+PY
 
 summarize() {
     python3 - "$OUT" <<'PY'

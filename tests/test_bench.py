@@ -140,3 +140,24 @@ def test_agreement_bench_measures_what_is_bit_identical_on_the_cpu(tmp_path):
     assert result["ema_foreach_vs_loop"]["bit_identical"]
     summary = (tmp_path / "summary.txt").read_text()
     assert summary.startswith("agreement") and "resumed =" in summary and "EMA foreach =" in summary
+
+
+def test_gpu_bench_stops_at_once_where_torch_does_not_see_the_gpu(tmp_path):
+    """On a machine whose nvidia-smi answers, a torch without CUDA must not run the paper model on
+    the CPU until every setting's timeout: the preflight stops the script before any setting."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    smi = fake_bin / "nvidia-smi"
+    smi.write_text('#!/bin/sh\necho "NVIDIA H200, 580.159.04, 143771 MiB"\n')
+    smi.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(fake_bin), str(Path(sys.executable).parent), os.environ["PATH"]]),
+        "OUT": str(tmp_path / "out"),
+    }
+    run = subprocess.run(
+        ["bash", "bench/gpu_bench.sh", "eager_packed"], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 1
+    assert "nvidia-smi sees a GPU but torch does not" in run.stdout + run.stderr
+    assert not list((tmp_path / "out").glob("*.json"))  # no setting ran
