@@ -24,7 +24,8 @@ and reports, for the final raw weights and the final snapshot (the sampling weig
 configured), whether every tensor is equal bit for bit, the largest absolute difference and its
 tensor, and the difference's norm relative to how far training moved the weights
 (||w - w_ref|| / ||w_ref - w_init||: about 1e-7 is float32 rounding, 1e-2 bf16-sized, 1 a
-different run); and the final loss of each. Also ForeachEMA's foreach update against EMAModel's
+different run); and the final loss of each (or, for a variant that fails, its error: e.g.
+``compile`` where the trainer's compiled-gradient check refuses it). Also ForeachEMA's foreach update against EMAModel's
 per-tensor loop on the config's model on this device (the trainer's EMA on CUDA), bit for bit or
 not. Nothing is timed. On a CPU, tf32, fused_optimizer and channels_last are ignored and
 cuda_graph runs eagerly, so those variants measure that they change nothing there.
@@ -251,15 +252,22 @@ def agreement(section: dict, spec: dict, steps: int, variants: list[str], tmp: P
     results = {}
     for name in variants:
         against = VARIANTS[name].against or "reference"
-        train_dir, index = train_and_read(name, tmp)
+        results[name] = {"changes": VARIANTS[name].described(), "against": against}
+        if against not in finals:
+            results[name]["error"] = f"its uninterrupted run {against!r} failed"
+            continue
+        try:
+            train_dir, index = train_and_read(name, tmp)
+        except Exception as err:  # noqa: BLE001 - a variant that fails is a result (e.g. the compile check's refusal)
+            logging.getLogger("agreement").exception("variant %s failed", name)
+            results[name]["error"] = f"{type(err).__name__}: {err}"
+            continue
         (raw, snapshot), (against_raw, against_snapshot) = finals[name], finals[against]
-        results[name] = {
-            "changes": VARIANTS[name].described(),
-            "against": against,
-            "weights": compare(raw, against_raw, initial),
-            "snapshot": compare(snapshot, against_snapshot, initial),
-            "final_loss": final_loss(train_dir, index),
-        }
+        results[name].update(
+            weights=compare(raw, against_raw, initial),
+            snapshot=compare(snapshot, against_snapshot, initial),
+            final_loss=final_loss(train_dir, index),
+        )
     return {
         "device": str(device),
         "dataset": spec["name"],
@@ -288,6 +296,9 @@ def table(result: dict) -> str:
         f"{'rel.':>9s} {'final loss':>11s}  largest difference in",
     ]
     for name, row in result["variants"].items():
+        if "error" in row:
+            lines.append(f"{labels[name]:{width}s} {'failed':>9s}  {row['error'][:300]}")
+            continue
         w, s = row["weights"], row["snapshot"]
         identical = w["bit_identical"] and s["bit_identical"]
         lines.append(

@@ -62,6 +62,9 @@ for path in sorted(out.glob("*.json"), key=lambda p: p.stat().st_mtime):
     if "variants" in data:  # bench/agreement.py: "=" bit-identical, else the relative difference
         cells = []
         for name, row in data["variants"].items():
+            if "error" in row:
+                cells.append(f"{name} failed")
+                continue
             weights = row["weights"]
             relative = weights["relative_to_training"]
             cells.append(f"{name} " + ("=" if weights["bit_identical"] else f"{num(relative):.1e}"))
