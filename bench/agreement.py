@@ -60,6 +60,7 @@ from diffcomp.bumps.train import (
 from diffcomp.ema import ForeachEMA
 from diffcomp.io import write_csv
 from diffcomp.packing import stacked_key
+from diffcomp.training import load_latest_state, preserved_tf32, read_snapshots, state_folder
 
 # The reference's speed settings: each key's default.
 DEFAULT_SPEED = {
@@ -123,34 +124,21 @@ def with_dependencies(names: list[str]) -> list[str]:
     return [name for name in VARIANTS if name in wanted]
 
 
-class _Tf32Flags:
-    """Restores the process-wide TF32 flags on exit: the trainer sets them, and training.tf32 unset
-    (the reference's) leaves whatever the previous variant set."""
-
-    def __enter__(self):
-        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        return self
-
-    def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
-
-
 def final_weights(train_dir: Path, names: list[str], index: int | None = None) -> tuple[dict, dict]:
     """A finished run's (or pack member ``index``'s) final raw weights, from its last resume state,
     and final snapshot (the sampling weights), as {name: float tensor} over the model's ``names``."""
-    states = sorted(train_dir.parent.glob(".state/*/state_step*.pt"))
-    snapshots = sorted(train_dir.glob("snapshots/step*.safetensors"))
-    if not states or not snapshots:
-        raise FileNotFoundError(f"{train_dir}: no final resume state or snapshot")
-    raw = torch.load(states[-1], map_location="cpu", weights_only=True)["model"]
-    snapshot = load_file(str(snapshots[-1]))
+    run_fingerprint = json.loads((train_dir / "train.json").read_text())["fingerprint"]
+    state = load_latest_state(state_folder(train_dir, run_fingerprint), run_fingerprint)
+    if state is None:
+        raise FileNotFoundError(f"{train_dir}: no final resume state")
+    _, last_snapshot = read_snapshots(train_dir)[-1]
 
     def member(tensors: dict) -> dict:
         if index is None:
             return {name: tensors[name].float() for name in names}
         return {name: tensors[stacked_key(name)][index].float() for name in names}
 
-    return member(raw), member(snapshot)
+    return member(state["model"]), member(load_file(str(last_snapshot)))
 
 
 def compare(weights: dict, reference: dict, initial: dict) -> dict:
@@ -196,7 +184,7 @@ def train_variant(name: str, section: dict, spec: dict, steps: int, labels_csv: 
         def train_once(**kwargs):
             return train_run(run, runtime, labels_csv, train_dir, **kwargs)
 
-    with _Tf32Flags():
+    with preserved_tf32():  # a variant's training.tf32 would outlast it: unset leaves the flags
         if variant.resumed:
             try:
                 train_once(stop_after_step=max(1, steps // 2))

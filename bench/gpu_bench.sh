@@ -10,7 +10,7 @@
 # in order of importance, each one's JSON and log land under $OUT as it finishes and summary.txt
 # is rewritten after each, so a command cut short keeps what it measured; run the rest by name in
 # a second command. Expected on an H100/H200 (a guess, never measured): the first three about
-# 8 minutes, the rest about 7 (`agreement`, ten short runs compared bit for bit, about 1).
+# 8 minutes, the rest about 7 (`agreement`, thirteen short runs compared bit for bit, about 1).
 #
 # The device image lacks diffusers, umap-learn, pynndescent, jsonschema (+ referencing, rpds-py):
 # download their wheels into .whl/ here first (`make gpu-wheels`) and carry .whl; they are

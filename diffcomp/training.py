@@ -35,6 +35,7 @@ batch's compiled gradients with the eager model's and stops if they disagree
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -106,6 +107,12 @@ class TrainingTask:
     generators: dict[str, torch.Generator] = field(default_factory=dict)
     capturable: bool = False  # next_batch and loss can be captured in a CUDA graph (see above)
     loss_parts: int = 0  # loss returns this many losses, summed for the gradient (a pack's runs)
+
+    def batch_loss(self, forward: Callable, data_rng: torch.Generator, noise_rng: torch.Generator):
+        """Draw the next batch and return (the loss to optimise, the losses as logged): for a task
+        with ``loss_parts`` the parts' sum and the K parts, else the scalar loss twice."""
+        losses = self.loss(forward, self.next_batch(data_rng), noise_rng)
+        return (losses.sum() if self.loss_parts else losses), losses
 
 
 # Semantic training keys added after runs existed: left out of the fingerprint at these values (their
@@ -268,8 +275,7 @@ def check_compiled_gradients(task, eager_forward, compiled_forward, parameters, 
     def gradients(forward):
         for generator, state in zip(generators, states, strict=True):
             generator.set_state(state)
-        losses = task.loss(forward, task.next_batch(data_rng), noise_rng)
-        loss = losses.sum() if task.loss_parts else losses
+        loss, _ = task.batch_loss(forward, data_rng, noise_rng)
         return torch.autograd.grad(loss, parameters, allow_unused=True)
 
     # torch's global generators too (a trained text encoder's dropout draws from them)
@@ -321,6 +327,17 @@ def apply_tf32(tf32: bool | None) -> None:
         return
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+
+
+@contextlib.contextmanager
+def preserved_tf32():
+    """Put the process-wide TF32 flags back as they were on exit (apply_tf32 sets them for the
+    whole process, and ``tf32`` unset leaves whatever an earlier run in the process set)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def make_optimizer(parameters, cfg: dict, settings: dict, *, capturable: bool = False) -> torch.optim.AdamW:
@@ -510,6 +527,12 @@ def sample_checkpoints(model: torch.nn.Module, train_dir, out_dir, sample) -> li
     return written
 
 
+def state_folder(out_dir, run_fingerprint: str) -> Path:
+    """Where the resume states of the run with this fingerprint and declared output live (not an
+    output itself, so a failed job keeps them)."""
+    return Path(out_dir).parent / ".state" / run_fingerprint
+
+
 @dataclass
 class RunPaths:
     out_dir: Path  # declared output (finished run)
@@ -518,7 +541,7 @@ class RunPaths:
     @classmethod
     def for_run(cls, out_dir, semantic: dict) -> RunPaths:
         out_dir = Path(out_dir)
-        return cls(out_dir=out_dir, state_dir=out_dir.parent / ".state" / fingerprint(semantic))
+        return cls(out_dir=out_dir, state_dir=state_folder(out_dir, fingerprint(semantic)))
 
 
 def loss_columns(parts: int) -> list[str]:
@@ -652,9 +675,7 @@ def train(
 
     def training_step():
         """One optimisation step; everything here may be captured in a CUDA graph (cuda_graph)."""
-        batch = task.next_batch(data_rng)
-        losses = task.loss(forward, batch, noise_rng)
-        loss = losses.sum() if task.loss_parts else losses
+        loss, losses = task.batch_loss(forward, data_rng, noise_rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if task.clip_gradients is not None:

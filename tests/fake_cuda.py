@@ -342,8 +342,8 @@ def fake_cuda():
         raise RuntimeError(f"fake_cuda: {problem}")
     _meta_kernels()
     api, generators, gradients = FakeCudaApi(), _Generators(), _Gradients()
-    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(training.preserved_tf32())
         stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: True))
         stack.enter_context(mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: True))
         stack.enter_context(mock.patch.object(torch, "Generator", generators.Generator))
@@ -357,10 +357,7 @@ def fake_cuda():
         api.patch(stack.enter_context(pytest.MonkeyPatch.context()))
         stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
         stack.enter_context(_GeneratorDeviceCheck(generators))
-        try:
-            yield api
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        yield api
 
 
 def _loaded(value):

@@ -27,6 +27,7 @@ from diffcomp.training import (
     gpu_settings,
     load_optimizer_state,
     make_optimizer,
+    preserved_tf32,
     uses_cuda_graphs,
 )
 
@@ -99,16 +100,19 @@ def test_gpu_settings_act_only_on_cuda(caplog):
 
 
 def test_apply_tf32_sets_both_flags_and_none_leaves_them():
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    try:
+    def flags():
+        return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+    before = flags()
+    with preserved_tf32():
         apply_tf32(True)
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+        assert flags() == (True, True)
         apply_tf32(None)
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+        assert flags() == (True, True)
         apply_tf32(False)
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        assert flags() == (False, False)
+        apply_tf32(not before[0])
+    assert flags() == before  # preserved_tf32 put them back
 
 
 def _stepped_optimizer(fused: bool):
