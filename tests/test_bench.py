@@ -13,6 +13,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _gpu_bench_env(out: Path, **settings: str) -> dict:
+    """bench/gpu_bench.sh's environment: this venv's python first on PATH, results under ``out``,
+    the quick config unless ``settings`` (its variables) say otherwise."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, "OUT": str(out), "CONFIG": "config.yaml", **settings}
+
+
 def _run(*args, env=None, timeout=600):
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env, check=True)
 
@@ -41,15 +48,7 @@ def test_bench_relational_counts_flops(tmp_path):
 
 
 def test_gpu_bench_script_runs_a_setting_and_summarises(tmp_path):
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "OUT": str(tmp_path),
-        "CONFIG": "config.yaml",
-        "STEPS": "3",
-        "PACK": "2",
-    }
-    _run("bash", "bench/gpu_bench.sh", "eager_packed", env=env)
+    _run("bash", "bench/gpu_bench.sh", "eager_packed", env=_gpu_bench_env(tmp_path, STEPS="3", PACK="2"))
     result = json.loads((tmp_path / "eager_packed.json").read_text())
     packed = result["packed"]
     assert packed["models"] == 2 and packed["pipeline_pack_aggregate_steps_per_s"] > 0
@@ -109,14 +108,7 @@ def test_agreement_bench_measures_what_is_bit_identical_on_the_cpu(tmp_path):
     amount and a packed run by rounding, and resuming a CUDA-graph run, a pack or a run with every
     GPU option equals that variant uninterrupted; the EMA's foreach form equals its loop. Run as the GPU
     session runs it, through bench/gpu_bench.sh, whose summary line it checks too."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "OUT": str(tmp_path),
-        "CONFIG": "config.yaml",
-        "AGREEMENT_STEPS": "4",
-    }
-    _run("bash", "bench/gpu_bench.sh", "agreement", env=env)
+    _run("bash", "bench/gpu_bench.sh", "agreement", env=_gpu_bench_env(tmp_path, AGREEMENT_STEPS="4"))
     result = json.loads((tmp_path / "agreement.json").read_text())
     assert result["device"] == "cpu" and result["steps"] == 4 and result["gpu"] is None
     variants = result["variants"]
@@ -150,11 +142,8 @@ def test_gpu_bench_stops_at_once_where_torch_does_not_see_the_gpu(tmp_path):
     smi = fake_bin / "nvidia-smi"
     smi.write_text('#!/bin/sh\necho "NVIDIA H200, 580.159.04, 143771 MiB"\n')
     smi.chmod(0o755)
-    env = {
-        **os.environ,
-        "PATH": os.pathsep.join([str(fake_bin), str(Path(sys.executable).parent), os.environ["PATH"]]),
-        "OUT": str(tmp_path / "out"),
-    }
+    env = _gpu_bench_env(tmp_path / "out", CONFIG="config.paper.yaml")
+    env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
     run = subprocess.run(
         ["bash", "bench/gpu_bench.sh", "eager_packed"], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
     )
