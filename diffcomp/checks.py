@@ -150,7 +150,7 @@ def check_relational_build(section: dict) -> None:
         if key in checked:
             continue
         checked.add(key)
-        run = {"icon_size": size, "model": model_config}
+        run = {"icon_size": size, "model": model_config, "text_encoder": text}
         _meta_forward(
             lambda run=run, width=width: RelationalDenoiser.from_config(run, text_hidden_size=width),
             lambda width=width: (

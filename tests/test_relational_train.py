@@ -11,7 +11,7 @@ from diffcomp.io import write_csv
 from diffcomp.relational.config import pretrain_definition, run_definition
 from diffcomp.relational.data import triples_frame
 from diffcomp.relational.icons import nouns, render_icons, save_icons
-from diffcomp.relational.model import RelationalDenoiser, sinusoidal_2d
+from diffcomp.relational.model import RelationalDenoiser, sinusoidal_1d, sinusoidal_2d
 from diffcomp.relational.splits import Split
 from diffcomp.relational.train import sample_relational_run, train_relational_run
 from diffcomp.training import NonFiniteLoss, RunPaths, TrainingInterrupted
@@ -149,6 +149,43 @@ def test_sinusoidal_position_embedding_tells_every_pixel_apart():
     assert len(torch.unique(flat, dim=0)) == 32 * 16
     with pytest.raises(ValueError, match="divisible by 4"):
         sinusoidal_2d(6, 4, 4)
+
+
+def test_text_position_embedding_tells_swapped_captions_apart(tmp_path):
+    """Without it the model reads the token states as a set: the same states in another order give
+    exactly the same output; with it (sinusoidal, or learned once trained) they do not."""
+    section, _, _ = tiny_section(tmp_path)
+    run = run_definition(section, "baseline", "band", 0)
+    x = torch.randn(2, 1, 32, 16, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([3, 11])
+    states = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(2))
+    swapped = states[:, [0, 4, 2, 3, 1, 5]]  # the two "nouns" (tokens 1 and 4) trade places
+    mask = torch.ones(2, 6, dtype=torch.long)
+    outputs = {}
+    for kind in ("none", "sinusoidal", "learned"):
+        torch.manual_seed(0)
+        model = RelationalDenoiser.from_config(
+            {**run, "model": {**run["model"], "text_pos_emb": kind}}, text_hidden_size=16
+        ).eval()
+        if kind == "learned":
+            assert model.text_position.position.abs().sum() == 0  # starts as "none"
+            with torch.no_grad():
+                model.text_position.position.normal_(generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            outputs[kind] = (model(x, t, (states, mask)), model(x, t, (swapped, mask)))
+    torch.testing.assert_close(*outputs["none"], rtol=1e-5, atol=1e-6)
+    for kind in ("sinusoidal", "learned"):
+        difference = (outputs[kind][0] - outputs[kind][1]).abs().max()
+        assert difference > 1e-3, kind
+
+
+def test_sinusoidal_text_position_embedding_values():
+    emb = sinusoidal_1d(4, 3)[0]  # (L, C): sin(i), sin(i / 100), cos(i), cos(i / 100)
+    i = torch.arange(3, dtype=torch.float64)
+    expected = torch.stack([i.sin(), (i / 100).sin(), i.cos(), (i / 100).cos()], dim=1).float()
+    torch.testing.assert_close(emb, expected)
+    with pytest.raises(ValueError, match="even channel count"):
+        sinusoidal_1d(5, 3)
 
 
 def test_sampling_is_deterministic_and_holds_what_the_evaluator_reads(tmp_path):

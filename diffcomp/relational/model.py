@@ -13,6 +13,12 @@ A diffusers ``UNet2DConditionModel`` on 2S x S images (icon ``top`` stacked abov
   encoder (``t5-scratch`` with ``trainable: true``) is a submodule, trained with the UNet, and
   the condition is then the token ids. When the encoder's width differs from the cross-attention
   width, the UNet's own ``encoder_hid_proj`` (``encoder_hid_dim_type="text_proj"``) maps it.
+- **Text position embedding.** Cross-attention is invariant to the order of the tokens it reads:
+  "a star is on top of a heart." and "a heart is on top of a star." differ to it only by what the
+  token states carry about their place in the sentence, and a frozen random T5 (relative
+  positions only, one layer) carries almost nothing. ``text_pos_emb`` adds a fixed 1-D sinusoidal
+  (or a learned, zero-initialised) embedding of each token's index to the token states before
+  the cross-attention reads them; ``none`` reads the encoder's states as they are.
 """
 
 from __future__ import annotations
@@ -26,6 +32,36 @@ from torch import nn
 from diffcomp.diffusion import unet_block_types
 
 POS_EMBEDDINGS = ("sinusoidal", "learned", "none")
+
+
+def sinusoidal_1d(channels: int, length: int) -> torch.Tensor:
+    """Fixed 1-D sinusoidal embedding (1, L, C) of token indices 0..L-1 (sines, then cosines)."""
+    if channels % 2:
+        raise ValueError(f"a 1-D sinusoidal embedding needs an even channel count, got {channels}")
+    half = channels // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float64) / half)
+    angles = torch.arange(length, dtype=torch.float64)[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1).unsqueeze(0).float()
+
+
+class TextPosition(nn.Module):
+    """Adds an embedding of each token's index to token states (B, L, C)."""
+
+    def __init__(self, kind: str, channels: int, length: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "learned":
+            self.position = nn.Parameter(torch.zeros(1, length, channels))
+        elif kind == "sinusoidal":
+            self.register_buffer("position", sinusoidal_1d(channels, length), persistent=False)
+        else:
+            raise ValueError(f"text_pos_emb must be one of {POS_EMBEDDINGS}, got {kind!r}")
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        length = states.shape[-2]
+        if length > self.position.shape[1]:
+            raise ValueError(f"{length} tokens, but the text position embedding has {self.position.shape[1]}")
+        return states + self.position[:, :length].to(states.dtype)
 
 
 def sinusoidal_2d(channels: int, height: int, width: int) -> torch.Tensor:
@@ -80,6 +116,8 @@ class RelationalDenoiser(nn.Module):
         norm_num_groups: int = 32,
         pos_emb: str = "sinusoidal",
         self_attention: bool = True,
+        text_pos_emb: str = "none",
+        text_length: int = 16,
         text_encoder: nn.Module | None = None,
         projection: nn.Module | None = None,
     ):
@@ -108,6 +146,9 @@ class RelationalDenoiser(nn.Module):
         self.pos_emb = pos_emb
         if pos_emb != "none":
             self.unet.conv_in = InputWithPosition(self.unet.conv_in, pos_emb, *self.image_shape)
+        self.text_position = None
+        if text_pos_emb != "none":
+            self.text_position = TextPosition(text_pos_emb, text_hidden_size, text_length)
         # Only a trainable encoder is part of the model (and of its checkpoints).
         self.text_encoder = text_encoder
         # An optional projection of the token states (diffcomp.relational.projection), applied
@@ -128,6 +169,8 @@ class RelationalDenoiser(nn.Module):
             norm_num_groups=model["norm_num_groups"],
             pos_emb=model["pos_emb"],
             self_attention=model["self_attention"],
+            text_pos_emb=model["text_pos_emb"],
+            text_length=run["text_encoder"]["max_length"],
             text_encoder=text_encoder,
         )
 
@@ -140,6 +183,8 @@ class RelationalDenoiser(nn.Module):
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition) -> torch.Tensor:
         states, mask = self.text_states(condition)
+        if self.text_position is not None:
+            states = self.text_position(states)
         if self.projection is not None:
             states = self.projection(states, timesteps)
         return self.unet(noisy, timesteps, encoder_hidden_states=states, encoder_attention_mask=mask).sample
