@@ -55,6 +55,18 @@ def check_sampler(diffusion: dict, sampling: dict, prefix: str) -> list:
     return list(scheduler.timesteps)
 
 
+def check_group_norm(model: dict, prefix: str) -> None:
+    """GroupNorm splits every level's channels into ``norm_num_groups`` groups: name the level that
+    does not divide (diffusers' own message names neither the key nor the level)."""
+    groups = model["norm_num_groups"]
+    for level, channels in enumerate(model["block_out_channels"]):
+        if channels % groups:
+            raise ConfigError(
+                f"{prefix}.norm_num_groups: {groups} groups do not divide {prefix}.block_out_channels[{level}] = "
+                f"{channels} (GroupNorm needs every channel count to be a multiple of the group count)"
+            )
+
+
 def _meta_forward(build, inputs, key: str, what: str) -> object:
     """Build a model on the meta device and run one forward pass; ConfigError naming ``key`` if either fails."""
     import torch
@@ -78,6 +90,7 @@ def check_bumps_build(section: dict) -> None:
     from diffcomp.bumps.model import BumpDenoiser
 
     check_training(section["training"], "bumps.training")
+    check_group_norm(section["model"], "bumps.model")
     size = section["image_size"]
     model = _meta_forward(
         lambda: BumpDenoiser.from_config(section),
@@ -150,6 +163,7 @@ def check_relational_build(section: dict) -> None:
         if key in checked:
             continue
         checked.add(key)
+        check_group_norm(model_config, "relational.model")
         run = {"icon_size": size, "model": model_config, "text_encoder": text}
         _meta_forward(
             lambda run=run, width=width: RelationalDenoiser.from_config(run, text_hidden_size=width),
