@@ -32,7 +32,7 @@ def broken(edit) -> dict:
         ),
         (
             lambda c: c["relational"]["model"].update(norm_num_groups=7),
-            r"relational\.model\.norm_num_groups: 7 groups do not divide relational\.model\.block_out_channels\[0\] = 16 ",
+            r"relational\.model\.norm_num_groups: 7 groups do not divide relational\.model\.block_out_channels\[0\]",
         ),
         (
             lambda c: c["relational"]["model"].update(attention_head_dim=64),
