@@ -13,7 +13,7 @@ from diffcomp.relational.data import triples_frame
 from diffcomp.relational.icons import nouns, render_icons, save_icons
 from diffcomp.relational.model import RelationalDenoiser, sinusoidal_1d, sinusoidal_2d
 from diffcomp.relational.splits import Split
-from diffcomp.relational.train import sample_relational_run, train_relational_run
+from diffcomp.relational.train import build_run, read_run_inputs, sample_relational_run, train_relational_run
 from diffcomp.training import NonFiniteLoss, RunPaths, TrainingInterrupted
 
 N = 4
@@ -108,9 +108,9 @@ def test_nan_loss_stops_before_any_checkpoint(tmp_path, monkeypatch):
 
 
 def test_pair_training_starts_from_the_pretraining_weights(tmp_path):
-    section, runtime, icons = tiny_section(tmp_path, pretraining_steps=4)
+    section, runtime, icons = tiny_section(tmp_path, pretraining_steps=8)
     pretrain = pretrain_definition(section, "baseline", N, 0)
-    assert pretrain["training"]["steps"] == 4 and pretrain["stage"] == "pretrain"
+    assert pretrain["training"]["steps"] == 8 and pretrain["stage"] == "pretrain"
     pre_dir = tmp_path / "pre" / "train"
     summary = train_relational_run(pretrain, runtime, icons, pre_dir)
     assert summary["captions"] == N  # "an image of a {noun}." for each noun
@@ -123,6 +123,34 @@ def test_pair_training_starts_from_the_pretraining_weights(tmp_path):
     train_relational_run(run, runtime, icons, from_scratch, train_csv=tmp_path / "train.csv")
     a, b = weights(from_pretrained), weights(from_scratch)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+    # it starts from every tensor of the pretraining run's last snapshot, not an earlier one
+    snapshots = sorted((pre_dir / "snapshots").glob("*.safetensors"))
+    first, last = load_file(str(snapshots[0])), load_file(str(snapshots[-1]))
+    assert len(snapshots) == 2 and any(not torch.equal(first[k], last[k]) for k in last)
+    inputs = read_run_inputs(run, icons, train_csv=tmp_path / "train.csv", init_dir=pre_dir)
+    model, _, _ = build_run(inputs, batch_size=4, device=torch.device("cpu"))
+    state = model.state_dict()
+    assert last.keys() == {k for k in state if k in last} and len(last) > 50
+    for key, value in last.items():
+        assert torch.equal(state[key], value), key
+
+
+def test_learned_position_embedding_is_applied_and_trained(tmp_path):
+    section, runtime, icons = tiny_section(tmp_path, pos_emb="learned")
+    run = run_definition(section, "baseline", "band", 0)
+    out = tmp_path / "run" / "train"
+    train_relational_run(run, runtime, icons, out, train_csv=tmp_path / "train.csv")
+    position = weights(out)["unet.conv_in.position"]
+    assert position.shape == (1, 8, 32, 16) and position.abs().max() > 1e-4  # it starts at zero
+    model = RelationalDenoiser.from_config(run, text_hidden_size=16)
+    model.load_state_dict(weights(out), strict=False)
+    x, t = torch.randn(2, 1, 32, 16), torch.tensor([3, 9])
+    condition = (torch.randn(2, 12, 16), torch.ones(2, 12, dtype=torch.long))
+    with torch.no_grad():
+        trained = model.eval()(x, t, condition)
+        model.unet.conv_in.position.zero_()
+        assert not torch.allclose(model(x, t, condition), trained)
 
 
 def test_zero_initialised_learned_position_embedding_is_a_no_op_at_step_zero(tmp_path):
