@@ -150,3 +150,27 @@ def test_gpu_bench_stops_at_once_where_torch_does_not_see_the_gpu(tmp_path):
     assert run.returncode == 1
     assert "nvidia-smi sees a GPU but torch does not" in run.stdout + run.stderr
     assert not list((tmp_path / "out").glob("*.json"))  # no setting ran
+
+
+def test_relational_levers_trains_each_variant_through_the_pipeline(tmp_path):
+    """bench/relational_levers.py: one row per variant and checkpoint, the overrides applied (its
+    own step count and checkpoints), the diagnostic conditions accepted."""
+    out = tmp_path / "levers.json"
+    short = (
+        "training.steps=4;training.checkpoint_every=2;training.warmup_steps=1;sampling.num_train=4;sampling.num_test=4"
+    )
+    _run(
+        sys.executable, "bench/relational_levers.py", "--split", "band", "--jobs", "2", "--json", str(out),
+        "--variant", f"plain:{short};text_encoder.pretraining_steps=0",
+        "--variant", f"roles:{short};text_encoder.pretraining_steps=0;diagnosis.role_alpha=1",
+        "--variant", f"one_caption:{short};model.text_pos_emb=sinusoidal;diagnosis.one_caption=true",
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["variants"]["roles"]["diagnosis.role_alpha"] == 1
+    rows = result["rows"]
+    assert sorted((r["variant"], r["step"]) for r in rows) == [
+        (name, step) for name in ("one_caption", "plain", "roles") for step in (2, 4)
+    ]
+    for row in rows:
+        assert 0 <= row["train_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1
+        assert row["n_train_samples"] == 4 and row["n_test_samples"] == 4
