@@ -28,7 +28,9 @@ restored on exit:
 - ``Tensor.tolist`` and ``.numpy()`` of a fake tensor give zeros (the trainer's loss log, a
   sampler's images) and ``.item()`` 1 (step counters), and the stand-ins for
   ``torch.cuda``'s streams and graphs record what GraphedStep does (:class:`FakeCudaApi`);
-- TF32 flags are put back as they were.
+- TF32 flags are put back as they were;
+- t5-scratch's caption pretraining, cached per process, is forgotten on exit: inside, it trains
+  on fake tensors with zero gradients, and its result must not reach a later real encoder.
 
 Use the device ``cuda:0``: resolving a bare ``cuda`` needs a real CUDA runtime.
 """
@@ -55,6 +57,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from diffcomp import training
 from diffcomp.graphed_step import same_generator
+from diffcomp.relational import text as relational_text
 
 FAKE_CUDA = torch.device("cuda:0")
 _RealGenerator = torch.Generator
@@ -343,6 +346,7 @@ def fake_cuda():
     _meta_kernels()
     api, generators, gradients = FakeCudaApi(), _Generators(), _Gradients()
     with contextlib.ExitStack() as stack:
+        stack.callback(relational_text._cached_pretraining_state.cache_clear)
         stack.enter_context(training.preserved_tf32())
         stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: True))
         stack.enter_context(mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: True))

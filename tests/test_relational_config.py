@@ -100,7 +100,7 @@ def test_packs_cut_each_packable_experiments_runs_in_config_order():
     section["pack_size"] = 4
     plan = packs(section)
     # t5_trained (a trained encoder) and the two contrastive experiments train alone
-    assert list(plan) == ["baseline", "no_pos_emb", "wiclp"]
+    assert list(plan) == ["baseline", "no_pos_emb", "t5_random", "wiclp"]
     baseline = [run for pack in plan["baseline"] for run in pack]
     assert [len(pack) for pack in plan["baseline"]] == [4] * 22 + [2]
     assert baseline[:4] == [("n30_band", 0), ("n30_band", 1), ("n30_band", 2), ("n30_upper_triangle", 0)]
