@@ -177,14 +177,20 @@ def check_encoder(name: str, key: str = "relational.text_encoder") -> None:
 # The word-level tokenizer of t5-scratch
 
 
+def caption_roles(nouns: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Every two-object caption of ``nouns`` with the index of its top and of its bottom noun."""
+    return [
+        (caption(top, bottom, relation), i, j)
+        for i, top in enumerate(nouns)
+        for j, bottom in enumerate(nouns)
+        if i != j
+        for relation in range(len(CAPTION_RELATIONS))
+    ]
+
+
 def all_captions(nouns: Sequence[str]) -> list[str]:
     """Every pretraining caption and every two-object caption (both relations, distinct nouns)."""
-    texts = [single_object_caption(noun) for noun in nouns]
-    for top in nouns:
-        for bottom in nouns:
-            if top != bottom:
-                texts.extend(caption(top, bottom, relation) for relation in range(len(CAPTION_RELATIONS)))
-    return texts
+    return [single_object_caption(noun) for noun in nouns] + [text for text, _, _ in caption_roles(nouns)]
 
 
 def _pre_tokenizer():
@@ -226,17 +232,6 @@ def build_word_tokenizer(words: Iterable[str], max_length: int) -> tokenizers.To
 # The head's optimiser settings: the objective is small and fits in a few hundred steps.
 PRETRAINING_LEARNING_RATE = 3e-3
 PRETRAINING_BATCH = 32
-
-
-def caption_roles(nouns: Sequence[str]) -> list[tuple[str, int, int]]:
-    """Every two-object caption of ``nouns`` with the index of its top and of its bottom noun."""
-    return [
-        (caption(top, bottom, relation), i, j)
-        for i, top in enumerate(nouns)
-        for j, bottom in enumerate(nouns)
-        if i != j
-        for relation in range(len(CAPTION_RELATIONS))
-    ]
 
 
 def _pretraining_state(config, tokenizer, nouns: tuple[str, ...], seed: int, steps: int) -> dict:
