@@ -1,5 +1,6 @@
 # The two entry points of the README. Both (re)build the virtual environment first.
 #   make run    the quick figure set on CPU (config.yaml)
+#   make run-medium  the relational study over 3 seeds on CPU (config.medium.yaml)
 #   make test   the test suite
 #
 # torch is installed before anything that depends on it so pip never pulls CUDA wheels on a
@@ -11,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv run report test test-slurm gpu-wheels lint clean
+.PHONY: venv run run-medium report test test-slurm gpu-wheels lint clean
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -23,6 +24,11 @@ $(VENV)/.installed: pyproject.toml
 run: venv
 	$(BIN)/snakemake --profile profiles/default --cores $(CORES)
 	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --report results/report.html
+
+run-medium: venv
+	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --configfile config.medium.yaml
+	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --configfile config.medium.yaml \
+		--report results/report.html
 
 test: venv
 	$(BIN)/ruff check diffcomp scripts tests bench

@@ -20,6 +20,16 @@ def test_shipped_configs_are_valid(name):
     assert dataset_specs(config["bumps"])
 
 
+def test_medium_config_is_the_quick_relational_model_with_more_runs():
+    quick_section = load_config(REPO / "config.yaml")["relational"]
+    medium = load_config(REPO / "config.medium.yaml")
+    assert "bumps" not in medium
+    section = medium["relational"]
+    assert section["seeds"] == [0, 1, 2]
+    for key in ("text_encoder", "model", "diffusion", "training", "sampling", "icon_size"):
+        assert section[key] == quick_section[key], key
+
+
 def test_defaults_are_filled_in():
     config = validate_config({"bumps": {"grid": {"increments": [1.0], "sigmas": [1.0]}}})
     assert config["seed"] == 0

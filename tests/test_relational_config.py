@@ -15,7 +15,7 @@ def quick_section() -> dict:
     return yaml.safe_load((REPO / "config.yaml").read_text())["relational"]
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "config.paper.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "config.medium.yaml", "config.paper.yaml"])
 def test_shipped_sections_build_every_split(name):
     section = load_config(REPO / name)["relational"]
     specs = split_specs(section)
