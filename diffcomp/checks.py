@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from diffcomp.config import ConfigError
+from diffcomp.errors import ConfigError
 
 
 def _explain(err: Exception) -> str:

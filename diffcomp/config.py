@@ -13,28 +13,11 @@ from importlib import resources
 import jsonschema
 import yaml
 
+# Both re-exported: the Snakefile, the rule scripts, the tests and the benchmarks import them from here.
+from diffcomp.errors import ConfigError
+from diffcomp.runtime_keys import RUNTIME_KEYS  # noqa: F401
+
 SECTIONS = ("bumps", "relational")
-
-
-# training keys that change how a job runs, not what it computes (left out of a run's fingerprint). compile,
-# fused_optimizer, channels_last and cuda_graph (the last three only on CUDA) pick other kernels for the same
-# arithmetic: equal up to floating-point rounding, not bit-identical (cuda_graph: the capturable AdamW; on a
-# CPU it is bit-identical). precision and tf32 change the arithmetic itself and are part of the fingerprint.
-RUNTIME_KEYS = (
-    "log_every",
-    "device",
-    "compile",
-    "threads",
-    "stop_margin_seconds",
-    "keep_resume_states",
-    "fused_optimizer",
-    "channels_last",
-    "cuda_graph",
-)
-
-
-class ConfigError(ValueError):
-    """A configuration value breaks the schema or a semantic rule."""
 
 
 @cache

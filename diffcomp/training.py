@@ -57,10 +57,10 @@ from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from diffcomp.config import RUNTIME_KEYS  # noqa: F401 (re-exported)
 from diffcomp.ema import ForeachEMA
 from diffcomp.graphed_step import DeviceEMA, GraphedStep, audited_first_call
 from diffcomp.io import atomic_path, write_csv, write_json
+from diffcomp.runtime_keys import RUNTIME_KEYS  # noqa: F401 (re-exported)
 
 log = logging.getLogger("diffcomp.train")
 

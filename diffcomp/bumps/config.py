@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from diffcomp.bumps.data import BumpDataset
-from diffcomp.config import RUNTIME_KEYS, ConfigError
+from diffcomp.errors import ConfigError
+from diffcomp.runtime_keys import RUNTIME_KEYS
 
 
 def semantic_config(section: dict, dataset_spec: dict, seed: int) -> dict:

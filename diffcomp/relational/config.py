@@ -7,9 +7,10 @@ small enough to leave test pairs, a vocabulary no larger than the glyph list, un
 
 from __future__ import annotations
 
-from diffcomp.config import RUNTIME_KEYS, ConfigError
+from diffcomp.errors import ConfigError
 from diffcomp.relational.icons import MAX_VOCAB_SIZE
 from diffcomp.relational.splits import Split, SplitSpecError
+from diffcomp.runtime_keys import RUNTIME_KEYS
 
 
 def split_specs(section: dict) -> dict[str, dict]:

@@ -37,7 +37,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffcomp.config import ConfigError
+from diffcomp.errors import ConfigError
 from diffcomp.relational.relations import CAPTION_RELATIONS, caption, single_object_caption
 
 if TYPE_CHECKING:  # pragma: no cover
