@@ -441,7 +441,7 @@ def test_increment_trend_verdicts():
 
 
 def test_phases_figure_500_samples_has_no_freetype_warning(caplog, tmp_path):
-    """Issue 9: the paper config's 500 samples per checkpoint must not produce sub-1-pt font sizes."""
+    """The paper config's 500 samples per checkpoint must not produce sub-1-pt font sizes."""
     import logging
 
     import matplotlib.text

@@ -70,8 +70,8 @@ def broken(edit) -> dict:
         ),
         (lambda c: c["bumps"]["training"].update(ema_decay=1.0), r"bumps\.training\.ema_decay: 1\.0 is greater than"),
         (
-            lambda c: c["relational"]["experiments"][3]["projection"].update(learning_rate=float("nan")),
-            r"relational\.experiments\[3\]\.projection\.learning_rate: must be a finite number",
+            lambda c: c["relational"]["experiments"][2]["projection"].update(learning_rate=float("nan")),
+            r"relational\.experiments\[2\]\.projection\.learning_rate: must be a finite number",
         ),
         (
             lambda c: c["relational"]["training"].update(warmup_steps=1200),

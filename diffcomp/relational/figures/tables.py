@@ -1,0 +1,125 @@
+"""The relational study's metrics table as the figures read it, and its final checkpoints.
+
+The final checkpoint of an (experiment, split) is the largest step any of its runs reached; only
+the runs at that step enter its final-checkpoint numbers (:func:`final_points`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pandas as pd
+
+from diffcomp.relational.evaluate import AUDIT_COLUMNS, FAILURE_KINDS, METRIC_COLUMNS, read_metrics
+from diffcomp.stats import aggregate_seeds
+
+METRICS_COLUMNS = tuple(METRIC_COLUMNS)
+_TEXT_COLUMNS = ("run", "experiment", "split", "family", "encoder", "pos_emb", "intervention", "intervention_params")
+# Columns aggregated over seeds at the final checkpoint.
+_FINAL_VALUES = (
+    "train_accuracy",
+    "test_accuracy",
+    *(f"{part}_frac_{kind}" for part in ("train", "test") for kind in FAILURE_KINDS),
+    *AUDIT_COLUMNS.values(),
+    "visual_completeness",
+    "linguistic_completeness",
+)
+_FINAL_COLUMNS = (
+    "experiment",
+    "split",
+    "family",
+    "seed",
+    "step",
+    *[c for c in _FINAL_VALUES if c not in ("visual_completeness", "linguistic_completeness")],
+)
+
+
+def _check_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}")
+
+
+def _coerce(table: pd.DataFrame) -> pd.DataFrame:
+    for column in table.columns:
+        if column in _TEXT_COLUMNS:
+            table[column] = table[column].astype(object).fillna("").astype(str)
+        elif column in METRICS_COLUMNS:
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table
+
+
+def read_relational_metrics(path) -> pd.DataFrame:
+    """The study's metrics CSV; ValueError naming the file when it is unreadable or lacks a column.
+
+    Only empty cells are missing values, so labels such as "none" (``pos_emb``) read back as written.
+    """
+    table = read_metrics(path)
+    return _coerce(table)
+
+
+def load_metrics(metrics, columns: Sequence[str] = METRICS_COLUMNS) -> pd.DataFrame:
+    """The metrics table as a coerced copy; ``metrics`` is a DataFrame or a path to the CSV.
+
+    ValueError naming every column of ``columns`` the table lacks.
+    """
+    if isinstance(metrics, (str, os.PathLike)):
+        return read_relational_metrics(metrics)
+    table = pd.DataFrame(metrics).copy()
+    _check_columns(table, columns, "metrics table")
+    return _coerce(table)
+
+
+def _ordered(values) -> list:
+    """Distinct values in order of first appearance."""
+    return list(dict.fromkeys(values))
+
+
+def _final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows at the final checkpoint (largest step) of each (experiment, split)."""
+    table = table[table["step"].notna()]
+    if table.empty:
+        return table
+    last = table.groupby(["experiment", "split"], sort=False)["step"].transform("max")
+    return table[table["step"] == last]
+
+
+def _final_aggregate(table: pd.DataFrame, values: Sequence[str] = _FINAL_VALUES) -> pd.DataFrame:
+    """Per (experiment, split) in order of appearance: the final checkpoint aggregated over seeds.
+
+    ``values``: the columns aggregated (default :data:`_FINAL_VALUES`, which needs the audit columns).
+    """
+    values = list(values)
+    final = _final_rows(table).copy()
+    columns = ["experiment", "split", "family", "encoder", "pos_emb", "intervention", "step", "n_seeds"]
+    if final.empty:
+        return pd.DataFrame(columns=columns + [f"{c}{s}" for c in values for s in ("", "_lo", "_hi", "_n")])
+    for view in ("visual", "linguistic"):
+        if f"{view}_completeness" in values:
+            final[f"{view}_completeness"] = (final[f"{view}_completeness_r1"] + final[f"{view}_completeness_r2"]) / 2.0
+    agg = aggregate_seeds(final, ["experiment", "split"], values, how="mean")
+    groups = final.groupby(["experiment", "split"], sort=False)
+    info = pd.DataFrame({"step": groups["step"].first()})
+    for column in ("family", "encoder", "pos_emb", "intervention"):
+        if column in final.columns:
+            info[column] = groups[column].agg(lambda v: "/".join(_ordered(v.astype(str))))
+        else:
+            info[column] = ""
+    agg = agg.merge(info.reset_index(), on=["experiment", "split"], how="left")
+    order = {key: k for k, key in enumerate(_ordered(zip(final["experiment"], final["split"], strict=True)))}
+    agg["_order"] = [order[key] for key in zip(agg["experiment"], agg["split"], strict=True)]
+    return agg.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+def final_points(metrics, baseline: str) -> pd.DataFrame:
+    """One row per split of experiment ``baseline`` (in table order) at its final checkpoint.
+
+    Columns: experiment, split, family, encoder, pos_emb, step, n_seeds and, for each of
+    train/test accuracy, the six failure fractions, the audit columns and ``visual_completeness``
+    / ``linguistic_completeness`` (the mean of the r1 and r2 completeness of a view), the mean over
+    seeds ``c`` with its 95% t-interval ``c_lo``, ``c_hi`` and count ``c_n``.
+    """
+    table = load_metrics(metrics, _FINAL_COLUMNS)
+    agg = _final_aggregate(table[table["experiment"] == baseline])
+    return agg
