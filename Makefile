@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv run run-medium report test test-slurm gpu-wheels lint clean
+.PHONY: venv run run-medium docs gallery report test test-slurm gpu-wheels lint clean
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -30,9 +30,16 @@ run-medium: venv
 	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --configfile config.medium.yaml \
 		--report results/report.html
 
+# docs/config.md from the config schemas; docs/img/ from the figures of the last `make run`.
+docs: venv
+	$(BIN)/python tools/config_reference.py
+
+gallery: venv
+	$(BIN)/python tools/gallery.py
+
 test: venv
-	$(BIN)/ruff check diffcomp scripts tests bench
-	$(BIN)/ruff format --check diffcomp scripts tests bench
+	$(BIN)/ruff check diffcomp scripts tests bench tools
+	$(BIN)/ruff format --check diffcomp scripts tests bench tools
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 	$(BIN)/python -m pytest -q -ra -m "not slurm"

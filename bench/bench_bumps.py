@@ -434,7 +434,7 @@ def bench_pipeline_pack(section, spec, table, labels, steps: int, rounds: int, k
     """The workflow's own trainers: one run (train_run) vs a pack of K runs (train_pack, the rule
     bumps_train_pack's function), alternating rounds, each with the config's settings (so with
     cuda_graph on, the pack's whole step is one graph) and one checkpoint at the end. This is the
-    number issue #9's target is about: model-steps/s aggregated over the pack. ``section``,
+    number that says whether packing pays: model-steps/s aggregated over the pack. ``section``,
     ``table`` and ``labels``: :func:`bench_data`'s."""
     device = resolve_device(section["training"]["device"])
     tmp.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# One device session's GPU measurements for issue #9 (nothing here has run on a GPU yet). On the
-# device machine, from the repo:
+# The GPU measurements of the training options (nothing here has run on a GPU yet). On a GPU
+# machine, from the repo:
 #
 #   bash bench/gpu_bench.sh                 # every setting, most important first, JSON under $OUT
 #   bash bench/gpu_bench.sh graph_packed    # only the named settings (names below)
 #   CONFIG=config.yaml STEPS=6 GRAPH_STEPS=6 PACK=2 HEADS=16 RELATIONAL_STEPS=5 bash bench/gpu_bench.sh   # CPU smoke
 #
-# A device session has about 15 minutes, start-up included, and 10 per command: the settings run
+# Made for a short GPU allocation (about 15 minutes, 10 per command): the settings run
 # in order of importance, each one's JSON and log land under $OUT as it finishes and summary.txt
 # is rewritten after each, so a command cut short keeps what it measured; run the rest by name in
 # a second command. Expected on an H100/H200 (a guess, never measured): the first three about
@@ -38,7 +38,7 @@ mkdir -p "$OUT"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 # Preflight, in seconds: the packages import, and on a machine with an NVIDIA GPU torch sees it.
 # Without this, a CUDA-less torch there would run the paper model on the CPU until every
-# setting's timeout, spending the whole device session on nothing.
+# setting's timeout, spending the whole allocation on nothing.
 python3 - <<'PY' 2>&1 | tee "$OUT/preflight.txt" || exit 1
 import shutil, sys
 import diffusers, jsonschema, torch, umap  # noqa: F401 (the wheels .whl/ supplies where missing)
@@ -108,7 +108,7 @@ setting() {  # the settings by name, in order of importance
         # eager fp32 as configured: pipeline vs bare loop, K runs in turn / stacked (bare loops),
         # the workflow's pack trainer vs its single run, and one checkpoint's sampling
         eager_packed) bench "$1" "$STEPS" --packed "$PACK" ;;
-        # the whole-step CUDA graph, one run and a pack (the issue's target: aggregate model-steps/s)
+        # the whole-step CUDA graph, one run and a pack (aggregate model-steps/s)
         graph_packed) bench "$1" "$GRAPH_STEPS" --packed "$PACK" --no-bare --set cuda_graph=true ;;
         # the likeliest fastest: bf16, wider attention heads (a different model), CUDA graph, packed
         bf16_wide_heads_graph_packed)
