@@ -101,7 +101,8 @@ def test_bf16_on_the_cpu_is_float32_deterministic_and_close_to_fp32(sampler):
     np.testing.assert_array_equal(images, again)
     np.testing.assert_array_equal(activations, again_activations)
     assert not np.array_equal(images, fp32_images)  # autocast did act
-    assert np.abs(images - fp32_images).mean() < 0.01
+    # measured mean |bf16 - fp32| 2.9e-4 (DDIM) and 3.6e-4 (DDPM), max 1.6e-3 and 2.6e-3
+    assert np.abs(images - fp32_images).mean() < 1e-3
 
 
 def test_unknown_precision_is_refused():
@@ -131,4 +132,5 @@ def test_sample_run_passes_precision_and_applies_the_runs_tf32(tmp_path, monkeyp
     assert precisions == ["fp32"] * len(fp32) + ["bf16"] * len(bf16)  # one call per checkpoint
     with np.load(fp32[-1]) as a, np.load(bf16[-1]) as b:
         assert a["images"].dtype == b["images"].dtype == np.float16
-        assert np.abs(a["images"].astype(np.float32) - b["images"].astype(np.float32)).mean() < 0.01
+        # the same tiny model's sampling through sample_run: bf16 vs fp32 as above (measured 3e-4)
+        assert np.abs(a["images"].astype(np.float32) - b["images"].astype(np.float32)).mean() < 1e-3

@@ -187,8 +187,10 @@ def pack_and_single_types(device: torch.device) -> list[tuple[dict, dict]]:
 def test_a_bf16_pack_computes_every_layer_in_the_type_its_single_run_does():
     """Under vmap, autocast's convolutions and linear layers returned float32 (the bias added after
     the bf16 product; on the CPU the convolution not cast at all): a bf16 pack ran at another
-    precision than its single runs. Every layer's output type now matches, and the outputs agree
-    to a few bf16 steps (measured: at most 0.020 apart, outputs up to 1.15; a bf16 step there is 0.009)."""
+    precision than its single runs. Every layer's output type now matches: that check, not the values,
+    is what tells a bf16 pack from an fp32 one (an fp32 pack is as close to the bf16 single runs:
+    max 0.013, mean 0.0026). The values bound the batched kernels' rounding: measured max 0.020
+    (outputs up to 1.15, a bf16 step there 0.009) and mean 0.0031; tolerances 0.03 and 0.006."""
     for single, packed in pack_and_single_types(torch.device("cpu")):
         assert len(single) > 40 and torch.bfloat16 in single.values()
         assert packed == single
@@ -197,8 +199,9 @@ def test_a_bf16_pack_computes_every_layer_in_the_type_its_single_run_does():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected = torch.stack([m(x[k], t[k], y[k]) for k, m in enumerate(models)])
         got = StackedModels(models)(x, t, y)
-    assert got.dtype == expected.dtype
-    torch.testing.assert_close(got.float(), expected.float(), rtol=0.0, atol=0.04)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected.float(), rtol=0.0, atol=0.03)
+    assert (got.float() - expected.float()).abs().mean() < 0.006
 
 
 def test_models_of_different_shapes_do_not_stack():
