@@ -300,6 +300,27 @@ rule relational_metrics:
         "../scripts/relational_metrics.py"
 
 
+rule relational_summary:
+    input:
+        rules.relational_metrics.output[0],
+    output:
+        report(
+            f"{RESULTS}/relational/summary.csv",
+            caption="../report/relational_summary.rst",
+            category="Relational skew",
+            subcategory="Tables",
+        ),
+    log:
+        f"{LOGS}/relational/summary.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    params:
+        baseline=(baseline_experiment(RELATIONAL) if RELATIONAL else None) or "",
+    script:
+        "../scripts/relational_summary.py"
+
+
 rule relational_figure:
     input:
         metrics=rules.relational_metrics.output[0],
@@ -335,7 +356,7 @@ RELATIONAL_TARGETS = (
             file=["train.csv", "test.csv", "preview.png", "audit.json"],
         ),
         *(
-            [rules.relational_metrics.output[0]]
+            [rules.relational_metrics.output[0], rules.relational_summary.output[0]]
             + expand(
                 f"{RESULTS}/relational/figures/{{kind}}.{{ext}}",
                 kind=RELATIONAL_FIGURES,

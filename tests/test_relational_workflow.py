@@ -157,6 +157,10 @@ def test_trained_study_writes_metrics_and_every_figure(trained):
     for kind in RELATIONAL_FIGURES:
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{kind}.{ext}").stat().st_size > 5_000
+    summary = pd.read_csv(results / "summary.csv")
+    assert len(summary) == 6 and summary["n_seeds"].eq(1).all()  # one row per (experiment, split)
+    assert summary.loc[summary["experiment"] == "baseline", "n_paired"].eq(0).all()
+    assert summary.loc[summary["experiment"] == "wiclp", "n_paired"].tolist() == [1]
     # the two-stage DAG: one pretraining run per (experiment, vocabulary, seed)
     assert (results / "pretrain" / "baseline" / "N4" / "seed0" / "train" / "train.json").exists()
     assert (results / "pretrain" / "no_pos_emb" / "N4" / "seed0" / "train" / "train.json").exists()

@@ -1,0 +1,9 @@
+"""Rule relational_summary: each (experiment, split) at its final checkpoint, mean over seeds with
+95% t-intervals, and each experiment's paired difference from the baseline."""
+
+from diffcomp.relational.summary import write_summary
+from diffcomp.workflow import rule_logging
+
+with rule_logging(snakemake) as log:
+    summary = write_summary(snakemake.input[0], snakemake.output[0], baseline=snakemake.params.baseline)
+    log.info("%d rows", len(summary))
