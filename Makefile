@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv run run-medium docs gallery report test test-slurm gpu-wheels lint clean
+.PHONY: venv run run-medium docs gallery mutation report test test-slurm gpu-wheels lint clean
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,11 @@ docs: venv
 
 gallery: venv
 	$(BIN)/python tools/gallery.py
+
+# Mutation testing of the core math (mutmut, one module at a time against its own tests; slow, not
+# in CI): results/mutation/summary.md. MUTATE=diffusion (or a path) for one module.
+mutation: venv
+	$(BIN)/python tools/mutation.py $(MUTATE)
 
 test: venv
 	$(BIN)/ruff check diffcomp scripts tests bench tools
