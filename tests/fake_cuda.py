@@ -29,8 +29,9 @@ restored on exit:
   sampler's images) and ``.item()`` 1 (step counters), and the stand-ins for
   ``torch.cuda``'s streams and graphs record what GraphedStep does (:class:`FakeCudaApi`);
 - TF32 flags are put back as they were;
-- t5-scratch's caption pretraining, cached per process, is forgotten on exit: inside, it trains
-  on fake tensors with zero gradients, and its result must not reach a later real encoder.
+- t5-scratch's caption pretraining runs at most two steps (on fake tensors with zero gradients
+  more steps compute nothing) and, cached per process, is forgotten on exit: its result must not
+  reach a later real encoder.
 
 Use the device ``cuda:0``: resolving a bare ``cuda`` needs a real CUDA runtime.
 """
@@ -336,6 +337,15 @@ class _Gradients:
                         parameter.grad = torch.zeros_like(parameter)
 
 
+_real_pretraining_state = relational_text._pretraining_state
+
+
+def _two_pretraining_steps(config, tokenizer, nouns, seed, steps):
+    """t5-scratch's caption pretraining for at most two steps: on fake tensors with zero gradients it
+    computes nothing, and its 400 steps of the quick config took minutes of dispatch."""
+    return _real_pretraining_state(config, tokenizer, nouns, seed, min(steps, 2))
+
+
 @contextlib.contextmanager
 def fake_cuda():
     """Run the body with fake tensors on ``cuda:0`` (see the module's docstring); yields the
@@ -347,6 +357,7 @@ def fake_cuda():
     api, generators, gradients = FakeCudaApi(), _Generators(), _Gradients()
     with contextlib.ExitStack() as stack:
         stack.callback(relational_text._cached_pretraining_state.cache_clear)
+        stack.enter_context(mock.patch.object(relational_text, "_pretraining_state", _two_pretraining_steps))
         stack.enter_context(training.preserved_tf32())
         stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: True))
         stack.enter_context(mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: True))
