@@ -27,7 +27,7 @@ def load_schema(name: str) -> dict:
 
 
 @cache
-def _registry():
+def schema_registry():
     """Lets a study's schema refer to the shared definitions as ``common.schema.yaml#/$defs/...``."""
     from referencing import Registry, Resource
 
@@ -76,7 +76,7 @@ def _yaml_hint(error) -> str:
 def validate_section(instance: dict, schema_name: str, prefix: str = "") -> dict:
     """Validate (and fill defaults into) ``instance`` in place; raise ConfigError listing every problem."""
     schema = load_schema(schema_name)
-    validator = _Validator(schema, registry=_registry())
+    validator = _Validator(schema, registry=schema_registry())
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []

@@ -5,8 +5,7 @@ would fail if a model ignored its labels or its caption. These train the real mo
 library's own trainer, sample them with its own sampler and score the samples with its own
 evaluator, seeded, and check that each condition is rendered where it says.
 
-Measured values in the docstrings are from a shared 2-core machine under heavy load; the "CPU"
-seconds (the process's CPU time) are what one idle core would take.
+Durations in the docstrings are from the whole suite on an idle 2-core machine.
 
 That the t5-scratch encoder's caption pretraining puts a noun's role (top or bottom) into its
 token state, so that "a A is on top of a B." and "a B is on top of a A." differ, is already
@@ -84,8 +83,7 @@ def test_bump_model_draws_each_label_at_its_position_and_not_at_the_others(tmp_p
       1.0 (>= 0.75; a model drawing a random training label: 0.25, the mean position: 0);
     - control, per pair of labels A != B, the fraction of A's samples within 1 px of B: 0
       (<= 0.1), and the median distance of A's samples from B: 3 px or more (>= 2 px).
-    Duration: about 11 s of CPU, so about 11 s on an idle core (training alone took 19-20 s at a 2x
-    load; the whole test 139 s when the machine's two cores were saturated by other jobs).
+    Duration: under 15 s in the suite (8 s in a run that shared the machine with another job).
     """
     config = validate_config(BUMPS)
     section = config["bumps"]
@@ -170,9 +168,8 @@ def test_relational_model_puts_the_captions_nouns_in_the_captions_order(tmp_path
       model that knows which nouns but not where: 0.5);
     - train accuracy 0.99 (>= 0.5) and swapped 0.00 (<= 0.15).
     Seeds 1 and 2 gave accuracy 0.68 and 0.75, swapped 0.04 and 0.01.
-    Slow: 46 s of CPU (400 steps of the quick model at 0.09 s a step at batch 16), so about 46 s on
-    an idle core; 760 s when the machine's two cores were saturated by other jobs. Tried and not
-    enough within 30 s: 200-250 steps at learning rates 0.003-0.01 (accuracy 0.13-0.50), 300 steps
+    Slow: 39 s in the suite (400 steps of the quick model at about 0.09 s a step at batch 16).
+    Tried and not enough within 30 s: 200-250 steps at learning rates 0.003-0.01 (accuracy 0.13-0.50), 300 steps
     at 0.006 (seed 2: 0.32, swapped 0.11), batch 8 for 300 steps (0.21), warm-up 10 with EMA
     0.9-0.98 (0.15), no Min-SNR weighting (0.15 at 200 steps), cross-attention at level 1 too (0.19
     at 200 steps, at 1.75x the cost of a step), and N = 2 (order not learned at 200 steps: accuracy

@@ -15,10 +15,14 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
+from referencing import Resource
+from referencing.jsonschema import DRAFT202012
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMAS = REPO / "diffcomp" / "schemas"
+sys.path.insert(0, str(REPO))
+
+from diffcomp.config import load_schema, schema_registry  # noqa: E402
+
 OUTPUT = REPO / "docs" / "config.md"
 
 INTRO = """\
@@ -55,24 +59,17 @@ required where its object is given, unless marked optional.
 SECTIONS = (("", "config"), ("bumps", "bumps"), ("relational", "relational"))
 
 
-def _load(name: str) -> dict:
-    return yaml.safe_load((SCHEMAS / f"{name}.schema.yaml").read_text())
-
-
 class Resolver:
-    """Follows ``$ref``s within a schema and into common.schema.yaml."""
+    """Follows ``$ref``s within a schema and into common.schema.yaml, with the registry the
+    workflow's validator uses (``diffcomp.config``)."""
 
-    def __init__(self, root: dict):
-        self.root = root
-        self.common = _load("common")
+    def __init__(self, name: str):
+        root = Resource.from_contents(load_schema(name), default_specification=DRAFT202012)
+        self._resolver = schema_registry().with_resource(f"{name}.schema.yaml", root).resolver(f"{name}.schema.yaml")
 
     def resolve(self, node: dict) -> dict:
         while isinstance(node, dict) and "$ref" in node:
-            ref = node["$ref"]
-            document, _, pointer = ref.partition("#")
-            target = self.common if document == "common.schema.yaml" else self.root
-            for part in filter(None, pointer.split("/")):
-                target = target[part]
+            target = self._resolver.lookup(node["$ref"]).contents
             # Keys written next to a $ref (a description) refine the target.
             node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
         return node
@@ -148,8 +145,8 @@ def _objects(path: str, node: dict, resolver: Resolver):
 def render() -> str:
     parts = [INTRO]
     for section, schema_name in SECTIONS:
-        schema = _load(schema_name)
-        resolver = Resolver(schema)
+        schema = load_schema(schema_name)
+        resolver = Resolver(schema_name)
         for path, node in _objects(section, schema, resolver):
             heading = path or "top level"
             parts.append(f"\n## `{heading}`\n")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pandas as pd
 
 from diffcomp.io import write_csv
-from diffcomp.relational.figures.tables import _final_rows, load_metrics
+from diffcomp.relational.figures.tables import final_rows, load_metrics
 from diffcomp.stats import aggregate_seeds
 
 _COLUMNS = ("experiment", "split", "family", "intervention", "seed", "step", "train_accuracy", "test_accuracy")
@@ -32,7 +32,7 @@ def final_summary(metrics, baseline: str) -> pd.DataFrame:
     0 and empty differences for the baseline itself and for splits the baseline did not run).
     """
     table = load_metrics(metrics, _COLUMNS)
-    final = _final_rows(table)
+    final = final_rows(table)
     columns = [
         "experiment",
         "split",

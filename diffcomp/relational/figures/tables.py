@@ -76,7 +76,7 @@ def _ordered(values) -> list:
     return list(dict.fromkeys(values))
 
 
-def _final_rows(table: pd.DataFrame) -> pd.DataFrame:
+def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Rows at the final checkpoint (largest step) of each (experiment, split)."""
     table = table[table["step"].notna()]
     if table.empty:
@@ -91,7 +91,7 @@ def _final_aggregate(table: pd.DataFrame, values: Sequence[str] = _FINAL_VALUES)
     ``values``: the columns aggregated (default :data:`_FINAL_VALUES`, which needs the audit columns).
     """
     values = list(values)
-    final = _final_rows(table).copy()
+    final = final_rows(table).copy()
     columns = ["experiment", "split", "family", "encoder", "pos_emb", "intervention", "step", "n_seeds"]
     if final.empty:
         return pd.DataFrame(columns=columns + [f"{c}{s}" for c in values for s in ("", "_lo", "_hi", "_n")])
