@@ -37,8 +37,8 @@ RUNS = REPO / "mutants" / "runs"
 RESULTS = REPO / "results" / "mutation"
 
 # Each module's focused tests. Anything here must also be in [tool.mutmut]
-# pytest_add_cli_args_test_selection of pyproject.toml (checked below). Measured so far (2 busy CPU
-# cores): diffusion 12.6 min, bumps/evaluate 0.9 min, relational/audit 1.2 min; the other mappings
+# pytest_add_cli_args_test_selection of pyproject.toml (checked below). Measured on an idle 2-core
+# machine: diffusion 6.4 min, bumps/evaluate 2.6 min, relational/audit 4.4 min; the other mappings
 # are from grep and untimed (bumps/metrics is only reached by test_bumps_train.py, which trains).
 MODULE_TESTS = {
     "diffcomp/diffusion.py": [
