@@ -5,7 +5,9 @@
 
 Each variant is the config's first experiment's run on ``--split`` with dotted overrides of its
 run definition (``model.cross_attention_levels=[0]``, ``training.steps=3000``,
-``text_encoder.name=minilm``, ``sampling.guidance_scale=2``...; values are YAML). Every variant
+``text_encoder.name=minilm``, ``training.condition_dropout=0.1``, ``sampling.guidance_scale=2``...;
+values are YAML); ``pretraining_steps=N`` adds the single-object pretraining stage of N steps
+before pair training (its seconds count as training time). Every variant
 is trained with the pipeline's own trainer (``train_relational_run``), sampled at every
 checkpoint by the pipeline's sampler and scored by the pipeline's evaluator, so the numbers are
 those a ``snakemake`` run of the same settings would give. Variants run ``--jobs`` at a time,
@@ -66,14 +68,19 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def apply_overrides(run: dict, sampling: dict, overrides: dict) -> tuple[dict, dict]:
-    """Copies of the run definition and the sampling section with the dotted overrides set."""
+    """Copies of the run definition and the sampling section with the dotted overrides set. A
+    pretraining stage (``run["init"]``) gets them too, as the pipeline gives it the experiment's
+    settings, except ``training.steps`` (its own: ``pretraining_steps``)."""
     run, sampling = copy.deepcopy(run), copy.deepcopy(sampling)
     for key, value in overrides.items():
         head, *path = key.split(".")
-        node, parts = (sampling, path) if head == "sampling" else (run, [head, *path])
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = value
+        targets = [(sampling, path)] if head == "sampling" else [(run, [head, *path])]
+        if head != "sampling" and run["init"] is not None and key != "training.steps":
+            targets.append((run["init"], [head, *path]))
+        for node, parts in targets:
+            for part in parts[:-1]:
+                node = node[part]
+            node[parts[-1]] = value
     return run, sampling
 
 
@@ -90,8 +97,8 @@ def add_role_vectors(alpha: float) -> None:
     base = relational_train.Conditioner
 
     class RoleConditioner(base):
-        def __init__(self, encoder, captions, device):
-            super().__init__(encoder, captions, device)
+        def __init__(self, encoder, captions, device, **kwargs):
+            super().__init__(encoder, captions, device, **kwargs)
             if self.trainable or not encoder.word_level:
                 raise SystemExit("diagnosis.role_alpha needs a frozen t5-scratch encoder")
             width = self.tokens.shape[-1]
@@ -130,7 +137,11 @@ def run_variant(job: dict) -> list[dict]:
     if diagnosis.get("role_alpha"):
         add_role_vectors(float(diagnosis["role_alpha"]))
     start = time.perf_counter()
-    train_relational_run(run, runtime, job["icons"], work / "train", train_csv=train_csv)
+    init_dir = None
+    if run["init"] is not None:  # the single-object pretraining stage
+        init_dir = work / "pretrain"
+        train_relational_run(run["init"], runtime, job["icons"], init_dir)
+    train_relational_run(run, runtime, job["icons"], work / "train", train_csv=train_csv, init_dir=init_dir)
     train_seconds = time.perf_counter() - start
     sample_relational_run(run, sampling, runtime, job["icons"], train_csv, test_csv, work / "train", work / "samples")
     icons, _ = load_icons(job["icons"])
@@ -140,6 +151,7 @@ def run_variant(job: dict) -> list[dict]:
         samples = load_samples(path)
         step = int(samples["step"])
         row = {"variant": job["name"], "seed": run["seed"], "step": step}
+        row["pretraining_steps"] = run["init"]["training"]["steps"] if run["init"] is not None else 0
         row["train_seconds"] = round(train_seconds * step / steps, 1)
         row["steps_per_s"] = round(steps / train_seconds, 2)
         row.update(evaluate_checkpoint(samples, icons))
@@ -183,8 +195,10 @@ def main(argv=None) -> None:
         write_csv(test_csv, triples_frame(test_triples, names))
         jobs = []
         for name, overrides in variants:
+            overrides = dict(overrides)
+            stages = {"pretraining_steps": overrides.pop("pretraining_steps", section["pretraining_steps"])}
             for seed in seeds:
-                run = run_definition(section, experiment, args.split, seed)
+                run = run_definition({**section, **stages}, experiment, args.split, seed)
                 diagnosis = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("diagnosis.")}
                 model_overrides = {k: v for k, v in overrides.items() if not k.startswith("diagnosis.")}
                 run, sampling = apply_overrides(run, section["sampling"], model_overrides)

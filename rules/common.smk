@@ -25,6 +25,7 @@ from diffcomp.relational.config import (
     packs as relational_packs,
     pretrain_experiment,
     run_definition,
+    sampling_definition,
     run_id,
     runs,
 )
@@ -220,6 +221,10 @@ def relational_pack_runs(wc):
 
 def relational_run_definition(wc):
     return run_definition(RELATIONAL, wc.experiment, wc.split, int(wc.seed))
+
+
+def relational_sampling(wc):
+    return sampling_definition(RELATIONAL, wc.experiment)
 
 
 def relational_run_info(wc):

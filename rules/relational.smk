@@ -262,7 +262,7 @@ rule relational_sample:
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
     params:
         run=relational_run_definition,
-        sampling=RELATIONAL["sampling"] if RELATIONAL else {},
+        sampling=relational_sampling,
     script:
         "../scripts/relational_sample.py"
 

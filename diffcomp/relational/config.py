@@ -69,6 +69,7 @@ def experiment_settings(section: dict, name: str) -> dict:
     if "projection" in spec:
         base = experiment_settings(section, spec["projection"]["base"])
         return {**base, "splits": spec.get("splits") or base["splits"], "projection": dict(spec["projection"])}
+    guidance = {**GUIDANCE_OFF, **section.get("guidance", {}), **spec.get("guidance", {})}
     text_encoder = dict(section["text_encoder"])
     if "text_encoder" in spec:
         text_encoder["name"] = spec["text_encoder"]
@@ -87,7 +88,20 @@ def experiment_settings(section: dict, name: str) -> dict:
         "splits": splits,
         "projection": None,
         "contrastive": contrastive,
+        "guidance": guidance,
     }
+
+
+# classifier-free guidance off: no conditioning dropout, the conditional prediction alone
+GUIDANCE_OFF = {"condition_dropout": 0.0, "scale": 1.0}
+
+
+def sampling_definition(section: dict, experiment: str) -> dict:
+    """The sampling settings of an experiment's runs: the study's, with ``guidance_scale`` when
+    guidance is on (absent when off, so samples made before the key existed stay valid)."""
+    scale = experiment_settings(section, experiment)["guidance"]["scale"]
+    sampling = dict(section["sampling"])
+    return {**sampling, "guidance_scale": scale} if scale != 1 else sampling
 
 
 CONTRASTIVE_TERMS = ("fake_to_fake", "fake_to_real")
@@ -144,8 +158,12 @@ def run_id(experiment: str, split: str, seed: int) -> str:
     return f"{experiment}/{split}/seed{seed}"
 
 
-def _training_semantics(section: dict) -> dict:
-    return {k: v for k, v in section["training"].items() if k not in RUNTIME_KEYS}
+def _training_semantics(section: dict, settings: dict | None = None) -> dict:
+    """The training keys that determine a run's weights; with an experiment's ``settings``, its
+    conditioning dropout too (absent when 0, so runs trained before the key existed stay valid)."""
+    training = {k: v for k, v in section["training"].items() if k not in RUNTIME_KEYS}
+    dropout = settings["guidance"]["condition_dropout"] if settings else 0
+    return {**training, "condition_dropout": dropout} if dropout else training
 
 
 def pretrain_definition(section: dict, experiment: str, vocab_size: int, seed: int) -> dict:
@@ -159,7 +177,7 @@ def pretrain_definition(section: dict, experiment: str, vocab_size: int, seed: i
         "text_encoder": settings["text_encoder"],
         "model": settings["model"],
         "diffusion": section["diffusion"],
-        "training": {**_training_semantics(section), "steps": section["pretraining_steps"]},
+        "training": {**_training_semantics(section, settings), "steps": section["pretraining_steps"]},
     }
 
 
@@ -205,7 +223,7 @@ def run_definition(section: dict, experiment: str, split: str, seed: int) -> dic
     pretrain = (
         pretrain_definition(section, experiment, spec["vocab_size"], seed) if section["pretraining_steps"] else None
     )
-    run = {**run, "stage": "pairs", "training": _training_semantics(section), "init": pretrain}
+    run = {**run, "stage": "pairs", "training": _training_semantics(section, settings), "init": pretrain}
     if settings["contrastive"]:
         run["contrastive"] = settings["contrastive"]
         run["image_encoder"] = dict(section["image_encoder"])
@@ -216,6 +234,8 @@ def unpackable_reason(run: dict) -> str | None:
     """Why ``run`` (a run_definition) cannot train in a pack, or None if it can."""
     if run.get("contrastive"):
         return "its contrastive losses (a second forward pass and an image encoder per run) are not packed"
+    if run["training"].get("condition_dropout"):
+        return "conditioning dropout is not packed"
     if run["text_encoder"]["trainable"]:
         # transformers' T5 attention mask branches on tensor values, which torch.vmap cannot follow
         return "a trained text encoder cannot run under torch.vmap"
@@ -244,7 +264,14 @@ def check_projection_experiment(section: dict, spec: dict, where: str, earlier: 
         raise ConfigError(f"{where}.projection.base: {base!r} is not an experiment listed before {spec['name']!r}")
     if "projection" in by_name[base]:
         raise ConfigError(f"{where}.projection.base: {base!r} is itself a projection; fine-tune an ordinary experiment")
-    overridable = ("text_encoder", "text_encoder_trainable", "text_encoder_pretraining_steps", "pos_emb", "contrastive")
+    overridable = (
+        "text_encoder",
+        "text_encoder_trainable",
+        "text_encoder_pretraining_steps",
+        "pos_emb",
+        "contrastive",
+        "guidance",
+    )
     overridden = [key for key in overridable if key in spec]
     if overridden:
         raise ConfigError(f"{where}: a projection experiment uses its base's model and encoder; drop {overridden}")
@@ -252,6 +279,22 @@ def check_projection_experiment(section: dict, spec: dict, where: str, earlier: 
     missing = [split for split in spec.get("splits", []) if split not in base_splits]
     if missing:
         raise ConfigError(f"{where}.splits: {missing} are not trained by the base experiment {base!r}")
+
+
+def check_guidance(settings: dict, where: str) -> None:
+    """Guided sampling needs an unconditional prediction that was trained; dropout and the
+    contrastive losses' caption partners do not mix."""
+    guidance = settings["guidance"]
+    if guidance["scale"] != 1 and not guidance["condition_dropout"]:
+        raise ConfigError(
+            f"{where}.scale: {guidance['scale']} needs condition_dropout > 0; without it the unconditional "
+            'prediction eps("") is never trained (scale 1 samples without guidance)'
+        )
+    if guidance["condition_dropout"] and settings["contrastive"]:
+        raise ConfigError(
+            f"{where}.condition_dropout: not with contrastive losses, which compare each caption's prediction "
+            "with its partner caption's"
+        )
 
 
 def check_experiments(section: dict) -> None:
@@ -275,6 +318,7 @@ def check_experiments(section: dict) -> None:
             check_projection_experiment(section, spec, where, seen)
             continue
         settings = experiment_settings(section, spec["name"])
+        check_guidance(settings, f"{where}.guidance" if "guidance" in spec else "relational.guidance")
         key = f"{where}.text_encoder" if "text_encoder" in spec else "relational.text_encoder.name"
         check_encoder(settings["text_encoder"]["name"], key)
         if settings["text_encoder"]["trainable"] and settings["text_encoder"]["name"] != "t5-scratch":

@@ -87,11 +87,16 @@ class Conditioner:
     """Conditions for a fixed list of captions, looked up by index.
 
     A frozen encoder's states are computed once for the whole list (each distinct caption once);
-    a trainable encoder gets the token ids and runs inside the model.
+    a trainable encoder gets the token ids and runs inside the model. With ``unconditional`` the
+    empty caption "" (classifier-free guidance's null condition) follows the captions, at index
+    ``null_index``; ``count`` is the number of captions without it.
     """
 
-    def __init__(self, encoder, captions: list[str], device: torch.device):
+    def __init__(self, encoder, captions: list[str], device: torch.device, *, unconditional: bool = False):
         self.trainable = encoder.trainable
+        self.count = len(captions)
+        self.null_index = len(captions) if unconditional else None
+        captions = [*captions, ""] if unconditional else list(captions)
         if self.trainable:
             ids, mask = encoder.tokenize(captions)
             self.tokens = ids.to(device)
@@ -102,6 +107,20 @@ class Conditioner:
 
     def __call__(self, index: torch.Tensor):
         return self.tokens[index], self.mask[index]
+
+    def drop(self, index: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+        """``index`` with each entry replaced by the null condition's with ``probability``
+        (conditioning dropout), drawn with ``generator`` on the device: no host sync."""
+        if self.null_index is None:
+            raise ValueError("conditioning dropout needs a Conditioner built with unconditional=True")
+        dropped = torch.rand(index.shape, generator=generator, device=index.device) < probability
+        return torch.where(dropped, torch.full_like(index, self.null_index), index)
+
+    def unconditional(self, count: int):
+        """The null condition repeated ``count`` times."""
+        if self.null_index is None:
+            raise ValueError("guidance needs a Conditioner built with unconditional=True")
+        return self(torch.full((count,), self.null_index, dtype=torch.long, device=self.mask.device))
 
 
 def build_model(run: dict, names: list[str], device: torch.device, *, init=None) -> tuple[RelationalDenoiser, object]:
@@ -176,7 +195,8 @@ def build_run(inputs: RunInputs, batch_size: int, device: torch.device):
     their clean images (B, 1, 2S, S) in [-1, 1] and the captions' indices.
     """
     model, encoder = build_model(inputs.run, inputs.names, device, init=inputs.init)
-    conditioner = Conditioner(encoder, inputs.captions, device)
+    dropout = inputs.run["training"].get("condition_dropout", 0)
+    conditioner = Conditioner(encoder, inputs.captions, device, unconditional=dropout > 0)
     icons = torch.from_numpy(inputs.icons).to(device) * 2.0 - 1.0  # [-1, 1], 1 = white
     blank = torch.ones_like(icons[0])
     count = len(inputs.captions)
@@ -236,6 +256,7 @@ def train_relational_run(
     def build(device: torch.device) -> TrainingTask:
         model, conditioner, next_batch = build_run(inputs, training["batch_size"], device)
         epsilon_loss = EpsilonLoss(ddpm_scheduler(run["diffusion"]), training["snr_gamma"], device)
+        dropout = training.get("condition_dropout", 0)
 
         auxiliary = None
         if contrastive:
@@ -248,6 +269,8 @@ def train_relational_run(
 
         def loss(forward, batch, generator):
             clean, index = batch
+            if dropout:  # classifier-free guidance: some images learn the unconditional prediction
+                index = conditioner.drop(index, dropout, generator)
             if auxiliary is None or not auxiliary.active:  # weights 0: exactly the baseline's loss
                 return epsilon_loss(forward, clean, conditioner(index), generator)
             noisy, noise, timesteps = epsilon_loss.noised(clean, generator)
@@ -382,20 +405,40 @@ def sampling_triples(train: np.ndarray, test: np.ndarray, num_train: int, num_te
     return np.concatenate(parts), np.array(splits)
 
 
+def guided(model, guidance_scale: float, unconditional):
+    """The denoiser with classifier-free guidance: eps("") + w (eps(c) - eps("")), both predictions
+    in one batch of twice the size. ``unconditional``: the null condition for that many images."""
+    if guidance_scale == 1:
+        return model
+
+    def forward(x, t, condition):
+        count = len(x)
+        null = unconditional(count)
+        both = tuple(torch.cat([part, empty]) for part, empty in zip(condition, null, strict=True))
+        conditional, plain = model(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+        return plain + guidance_scale * (conditional - plain)
+
+    return forward
+
+
 @torch.no_grad()
-def generate(model, scheduler, conditioner: Conditioner, *, num_inference_steps, batch_size, seed, device):
-    """Run the reverse chain for every caption of ``conditioner``; images in [0, 1], (n, 2S, S)."""
+def generate(
+    model, scheduler, conditioner: Conditioner, *, num_inference_steps, batch_size, seed, device, guidance_scale=1.0
+):
+    """Run the reverse chain for every caption of ``conditioner``; images in [0, 1], (n, 2S, S).
+    A ``guidance_scale`` other than 1 needs a conditioner with the null condition."""
     model.eval()
     scheduler.set_timesteps(num_inference_steps)
     generator = torch.Generator(device=device).manual_seed(seed)
-    count = len(conditioner.mask)
+    denoiser = guided(model, guidance_scale, conditioner.unconditional)
+    count = conditioner.count
     images = []
     for start in range(0, count, batch_size):
         index = torch.arange(start, min(start + batch_size, count), device=device)
         condition = conditioner(index)
         x = torch.randn((len(index), 1, *model.image_shape), generator=generator, device=device)
         for t in scheduler.timesteps:
-            eps = model(x, t.expand(len(index)).to(device), condition)
+            eps = denoiser(x, t.expand(len(index)).to(device), condition)
             x = scheduler.step(eps, t, x, generator=generator).prev_sample
         images.append(((x.clamp(-1, 1) + 1) / 2).squeeze(1).float().cpu().numpy())
     return np.concatenate(images)
@@ -411,7 +454,8 @@ def sample_relational_run(run: dict, sampling: dict, runtime: dict, icons_npz, t
     seed = run["seed"]
     triples, splits = sampling_triples(train_triples, test_triples, sampling["num_train"], sampling["num_test"], seed)
     model, encoder = build_model(run, names, device)
-    conditioner = Conditioner(encoder, triple_captions(triples, names), device)
+    guidance_scale = sampling.get("guidance_scale", 1.0)
+    conditioner = Conditioner(encoder, triple_captions(triples, names), device, unconditional=guidance_scale != 1)
 
     def sample(step: int) -> dict:
         images = generate(
@@ -423,6 +467,7 @@ def sample_relational_run(run: dict, sampling: dict, runtime: dict, icons_npz, t
             # the same noise at every checkpoint: differences come from the weights alone
             seed=seed * 1_000_003 + 7,
             device=device,
+            guidance_scale=guidance_scale,
         )
         top, bottom, relation = triples.T
         return {
