@@ -462,8 +462,12 @@ def test_caption_pretraining_is_deterministic_and_leaves_the_caller_alone():
     text._cached_pretraining_state.cache_clear()  # computed again, not looked up
     b = build_caption_encoder("t5-scratch", names, seed=2, pretraining_steps=50, **SMALL)
     random_init = build_caption_encoder("t5-scratch", names, seed=2, **SMALL)
+    text._cached_pretraining_state.cache_clear()
+    with torch.no_grad():  # built inside a caller's no_grad (an evaluation script): the same weights
+        c = build_caption_encoder("t5-scratch", names, seed=2, pretraining_steps=50, **SMALL)
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
+        assert torch.equal(value, c.state_dict()[key]), key
     assert any(not torch.equal(v, random_init.state_dict()[k]) for k, v in a.state_dict().items())
 
 

@@ -255,7 +255,8 @@ def _pretraining_state(config, tokenizer, nouns: tuple[str, ...], seed: int, ste
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same weights in every job, whatever its thread count
     try:
-        with torch.random.fork_rng(devices=[]):
+        # enable_grad: the encoder may be built inside a caller's torch.no_grad()
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(seed)
             model = T5EncoderModel(config)
             head = torch.nn.Linear(config.d_model, 2 + len(nouns))
