@@ -47,7 +47,7 @@ test: venv
 	$(BIN)/ruff format --check diffcomp scripts tests bench tools
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
-	$(BIN)/python -m pytest -q -ra -m "not slurm"
+	$(BIN)/python -m pytest -q -ra -m "not slurm" -n $(CORES) --dist loadfile
 
 test-slurm: venv
 	bash tests/slurm/run_slurm_test.sh

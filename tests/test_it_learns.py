@@ -168,7 +168,7 @@ def test_relational_model_puts_the_captions_nouns_in_the_captions_order(tmp_path
       model that knows which nouns but not where: 0.5);
     - train accuracy 0.99 (>= 0.5) and swapped 0.00 (<= 0.15).
     Seeds 1 and 2 gave accuracy 0.68 and 0.75, swapped 0.04 and 0.01.
-    Slow: 39 s in the suite (400 steps of the quick model at about 0.09 s a step at batch 16).
+    Slow: 39 s alone, 52 s beside the other xdist worker (400 steps of the quick model at batch 16).
     Tried and not enough within 30 s: 200-250 steps at learning rates 0.003-0.01 (accuracy 0.13-0.50), 300 steps
     at 0.006 (seed 2: 0.32, swapped 0.11), batch 8 for 300 steps (0.21), warm-up 10 with EMA
     0.9-0.98 (0.15), no Min-SNR weighting (0.15 at 200 steps), cross-attention at level 1 too (0.19

@@ -51,7 +51,14 @@ MODULE_TESTS = {
     "diffcomp/bumps/model.py": ["tests/test_diffusion_math.py", "tests/test_packing.py"],
     "diffcomp/bumps/evaluate.py": ["tests/test_bumps_evaluate.py", "tests/test_core_math_edges.py"],
     "diffcomp/bumps/metrics.py": ["tests/test_bumps_train.py"],
-    "diffcomp/relational/model.py": ["tests/test_relational_contrastive.py"],
+    "diffcomp/relational/model.py": [
+        "tests/test_relational_contrastive.py",
+        "tests/test_relational_train.py::test_learned_position_embedding_is_applied_and_trained",
+        "tests/test_relational_train.py::test_zero_initialised_learned_position_embedding_is_a_no_op_at_step_zero",
+        "tests/test_relational_train.py::test_sinusoidal_position_embedding_tells_every_pixel_apart",
+        "tests/test_relational_train.py::test_text_position_embedding_tells_swapped_captions_apart",
+        "tests/test_relational_train.py::test_sinusoidal_text_position_embedding_values",
+    ],
     "diffcomp/relational/evaluate.py": ["tests/test_relational_evaluate.py"],
     "diffcomp/relational/audit.py": ["tests/test_relational_audit.py", "tests/test_core_math_edges.py"],
 }
