@@ -321,3 +321,25 @@ def test_read_and_combine_metrics(run_dir, tmp_path):
 def test_audit_columns_follow_the_audit():
     assert METRIC_COLUMNS[-7:] == [key.replace(".", "_") for key in FLAT_KEYS if key != "n_triples"]
     assert len(set(METRIC_COLUMNS)) == len(METRIC_COLUMNS)
+
+
+def test_zscore_rows_blanks_exactly_the_shapeless_rows_and_normalises_the_rest():
+    """A non-finite pixel blanks its row only; the blank threshold is a standard deviation of
+    BLANK_STD per pixel (a row at half of it is blank, one at twice it is not); every other row is
+    centred and scaled to unit norm, as computed here in float64."""
+    from diffcomp.relational.evaluate import BLANK_STD, _zscore_rows
+
+    rng = np.random.default_rng(0)
+    width = 64
+    shaped = rng.normal(size=width)
+    with_nan = rng.normal(size=width)
+    with_nan[3] = np.nan
+    pattern = np.tile([1.0, -1.0], width // 2)  # standard deviation 1 per pixel
+    faint, clear = 0.5 + 0.5 * BLANK_STD * pattern, 0.5 + 2.0 * BLANK_STD * pattern
+    z, shapeless = _zscore_rows(np.stack([shaped, with_nan, faint, clear]).astype(np.float32))
+    assert shapeless.tolist() == [False, True, True, False]
+    assert np.all(np.isfinite(z))
+    assert np.array_equal(z[1], np.zeros(width)) and np.array_equal(z[2], np.zeros(width))
+    for row, source in ((0, shaped.astype(np.float32)), (3, clear.astype(np.float32))):
+        centred = source.astype(np.float64) - source.astype(np.float64).mean()
+        np.testing.assert_allclose(z[row], centred / np.linalg.norm(centred), atol=1e-12)
