@@ -170,9 +170,17 @@ def test_zero_initialised_learned_position_embedding_is_a_no_op_at_step_zero(tmp
     assert not torch.allclose(outputs["sinusoidal"], outputs["none"])
 
 
-def test_sinusoidal_position_embedding_tells_every_pixel_apart():
+def test_sinusoidal_position_embedding_values_tell_every_pixel_apart():
     emb = sinusoidal_2d(8, 32, 16)[0]  # (C, H, W)
     assert emb.shape == (8, 32, 16)
+    # channels: sin(row f_k), cos(row f_k), sin(col f_k), cos(col f_k), f_k = 10000^(-k / 2), k = 0, 1
+    rows, cols = np.meshgrid(np.arange(32.0), np.arange(16.0), indexing="ij")
+    f = 10_000.0 ** (-np.arange(2) / 2)
+    expected = np.concatenate(
+        [np.sin(rows * f[:, None, None]), np.cos(rows * f[:, None, None]),
+         np.sin(cols * f[:, None, None]), np.cos(cols * f[:, None, None])]
+    )  # fmt: skip
+    np.testing.assert_allclose(emb.numpy(), expected, rtol=0, atol=1e-6)  # measured: 3e-8 (float32)
     flat = emb.flatten(1).T  # one row per pixel
     assert len(torch.unique(flat, dim=0)) == 32 * 16
     with pytest.raises(ValueError, match="divisible by 4"):
@@ -208,10 +216,11 @@ def test_text_position_embedding_tells_swapped_captions_apart(tmp_path):
 
 
 def test_sinusoidal_text_position_embedding_values():
-    emb = sinusoidal_1d(4, 3)[0]  # (L, C): sin(i), sin(i / 100), cos(i), cos(i / 100)
-    i = torch.arange(3, dtype=torch.float64)
-    expected = torch.stack([i.sin(), (i / 100).sin(), i.cos(), (i / 100).cos()], dim=1).float()
-    torch.testing.assert_close(emb, expected)
+    emb = sinusoidal_1d(8, 50)[0]  # (L, C): sin(i f_k) for k = 0..3, then cos(i f_k); f_k = 10000^(-k / 4)
+    i = np.arange(50.0)[:, None]
+    f = 10_000.0 ** (-np.arange(4) / 4)  # 1, 0.1, 0.01, 0.001
+    expected = np.concatenate([np.sin(i * f), np.cos(i * f)], axis=1)
+    np.testing.assert_allclose(emb.numpy(), expected, rtol=0, atol=1e-6)  # measured: 3e-8 (float32)
     with pytest.raises(ValueError, match="even channel count"):
         sinusoidal_1d(5, 3)
 

@@ -55,7 +55,7 @@ MODULE_TESTS = {
         "tests/test_relational_contrastive.py",
         "tests/test_relational_train.py::test_learned_position_embedding_is_applied_and_trained",
         "tests/test_relational_train.py::test_zero_initialised_learned_position_embedding_is_a_no_op_at_step_zero",
-        "tests/test_relational_train.py::test_sinusoidal_position_embedding_tells_every_pixel_apart",
+        "tests/test_relational_train.py::test_sinusoidal_position_embedding_values_tell_every_pixel_apart",
         "tests/test_relational_train.py::test_text_position_embedding_tells_swapped_captions_apart",
         "tests/test_relational_train.py::test_sinusoidal_text_position_embedding_values",
     ],
