@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from diffcomp.config import load_config  # noqa: E402
 from diffcomp.diffusion import ddpm_scheduler  # noqa: E402
 from diffcomp.relational.config import experiment_settings, run_definition, run_id  # noqa: E402
-from diffcomp.relational.icons import load_icons  # noqa: E402
+from diffcomp.relational.icons import load_icons, pair_images  # noqa: E402
 from diffcomp.relational.train import Conditioner, build_model, read_split_triples, triple_captions  # noqa: E402
 from diffcomp.training import load_snapshot, read_snapshots  # noqa: E402
 
@@ -42,7 +42,6 @@ TIMESTEPS = (10, 30, 50, 70, 90)
 @torch.no_grad()
 def sensitivity(run: dict, icons_npz, train_csv, train_dir, timesteps=TIMESTEPS, seed: int = 0) -> list[dict]:
     """Rows (t, swap, partner) of one run's final snapshot on its training triples."""
-    torch.manual_seed(0)
     icons, names = load_icons(icons_npz)
     triples = read_split_triples(train_csv, names)
     model, encoder = build_model(run, names, torch.device("cpu"))
@@ -57,8 +56,7 @@ def sensitivity(run: dict, icons_npz, train_csv, train_dir, timesteps=TIMESTEPS,
         torch.device("cpu"),
     )  # fmt: skip
     count = len(triples)
-    pixels = torch.from_numpy(icons) * 2.0 - 1.0
-    clean = torch.cat([pixels[triples[:, 0]], pixels[triples[:, 1]]], dim=1).unsqueeze(1)
+    clean = torch.from_numpy(pair_images(icons, triples[:, 0], triples[:, 1])).unsqueeze(1) * 2.0 - 1.0
     scheduler = ddpm_scheduler(run["diffusion"])
     generator = torch.Generator().manual_seed(seed)
     rows = []

@@ -16,7 +16,13 @@ from diffcomp.relational.config import (
     unpackable_reason,
 )
 from diffcomp.relational.text import build_caption_encoder
-from diffcomp.relational.train import Conditioner, guided, sample_relational_run, train_relational_run
+from diffcomp.relational.train import (
+    Conditioner,
+    guided_prediction,
+    sample_relational_run,
+    train_relational_run,
+    with_null,
+)
 
 
 def section_with(*experiments, **study):
@@ -154,11 +160,12 @@ def test_guided_prediction_is_the_ho_salimans_combination():
     def unconditional(count):
         return null[0].expand(count, -1, -1), null[1].expand(count, -1)
 
-    assert guided(model, 1.0, unconditional) is model
     conditional, plain = model(x, t, condition), model(x, t, unconditional(4))
+    assert torch.equal(guided_prediction(model, x, t, condition, 1.0), conditional)
+    both = with_null(condition, unconditional(4))
     for scale in (0.0, 2.5):
         expected = plain + scale * (conditional - plain)
-        assert torch.allclose(guided(model, scale, unconditional)(x, t, condition), expected, atol=1e-6)
+        assert torch.allclose(guided_prediction(model, x, t, both, scale), expected, atol=1e-6)
 
 
 def test_dropout_trains_the_empty_caption_and_guided_samples_differ(tmp_path):

@@ -405,20 +405,20 @@ def sampling_triples(train: np.ndarray, test: np.ndarray, num_train: int, num_te
     return np.concatenate(parts), np.array(splits)
 
 
-def guided(model, guidance_scale: float, unconditional):
-    """The denoiser with classifier-free guidance: eps("") + w (eps(c) - eps("")), both predictions
-    in one batch of twice the size. ``unconditional``: the null condition for that many images."""
+def guided_prediction(model, x, t, condition, guidance_scale: float):
+    """eps of ``x`` at ``t``; with classifier-free guidance (``guidance_scale`` other than 1),
+    eps("") + w (eps(c) - eps("")), both predictions in one batch of twice the size, where
+    ``condition`` holds the captions' conditions followed by as many null conditions
+    (:func:`with_null`)."""
     if guidance_scale == 1:
-        return model
+        return model(x, t, condition)
+    conditional, plain = model(torch.cat([x, x]), torch.cat([t, t]), condition).chunk(2)
+    return plain + guidance_scale * (conditional - plain)
 
-    def forward(x, t, condition):
-        count = len(x)
-        null = unconditional(count)
-        both = tuple(torch.cat([part, empty]) for part, empty in zip(condition, null, strict=True))
-        conditional, plain = model(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
-        return plain + guidance_scale * (conditional - plain)
 
-    return forward
+def with_null(condition, null):
+    """A batch's conditions followed by the null condition for each image (tokens, mask)."""
+    return tuple(torch.cat([part, empty]) for part, empty in zip(condition, null, strict=True))
 
 
 @torch.no_grad()
@@ -430,15 +430,16 @@ def generate(
     model.eval()
     scheduler.set_timesteps(num_inference_steps)
     generator = torch.Generator(device=device).manual_seed(seed)
-    denoiser = guided(model, guidance_scale, conditioner.unconditional)
     count = conditioner.count
     images = []
     for start in range(0, count, batch_size):
         index = torch.arange(start, min(start + batch_size, count), device=device)
         condition = conditioner(index)
+        if guidance_scale != 1:  # built once per batch, not at every step
+            condition = with_null(condition, conditioner.unconditional(len(index)))
         x = torch.randn((len(index), 1, *model.image_shape), generator=generator, device=device)
         for t in scheduler.timesteps:
-            eps = denoiser(x, t.expand(len(index)).to(device), condition)
+            eps = guided_prediction(model, x, t.expand(len(index)).to(device), condition, guidance_scale)
             x = scheduler.step(eps, t, x, generator=generator).prev_sample
         images.append(((x.clamp(-1, 1) + 1) / 2).squeeze(1).float().cpu().numpy())
     return np.concatenate(images)
