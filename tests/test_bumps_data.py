@@ -3,7 +3,7 @@ import pytest
 
 from diffcomp.bumps import BumpDataset, Hole, render, tile
 from diffcomp.bumps.audit import audit, marginal_coverage, neighbour_overlap
-from diffcomp.bumps.data import grid_values, read_labels
+from diffcomp.bumps.data import grid_values, preview_grid, read_labels, select_preview, sigma_label, write_dataset
 
 
 def test_render_matches_formula_and_convention():
@@ -124,3 +124,100 @@ def test_read_labels_rejects_bad_csv(tmp_path):
     path.write_text("mu_x,mu_y,split\n1,2,test\n")
     with pytest.raises(ValueError, match="unknown split"):
         read_labels(path)
+
+
+def test_dataset_from_config_reads_every_key_of_a_spec():
+    # the spec as dataset_specs writes it for config.yaml's "hole" and "imbalanced" datasets
+    spec = {
+        "name": "hole",
+        "increment_x": 0.5,
+        "increment_y": 2.0,
+        "sigma": [1.0, 1.5],
+        "holes": [
+            {"name": "centre", "shape": "disc", "center": [8.0, 7.0], "radius": 1.8},
+            {"name": "corner", "shape": "rect", "x": [0.0, 2.0], "y": [1.0, 3.0]},
+        ],
+    }
+    ds = BumpDataset.from_config(spec, 16)
+    assert (ds.name, ds.size, ds.increment_x, ds.increment_y, ds.sigma) == ("hole", 16, 0.5, 2.0, (1.0, 1.5))
+    disc, rect = ds.holes
+    assert (disc.name, disc.shape, disc.center, disc.radius) == ("centre", "disc", (8.0, 7.0), 1.8)
+    assert (rect.name, rect.shape, rect.x, rect.y) == ("corner", "rect", (0.0, 2.0), (1.0, 3.0))
+    assert ds.hole_names == "centre+corner"
+    assert disc.bounds() == pytest.approx((6.2, 9.8, 5.2, 8.8), abs=1e-12)
+    assert rect.bounds() == (0.0, 2.0, 1.0, 3.0)
+    # a scalar sigma is isotropic; no holes key means no holes
+    plain = BumpDataset.from_config({"name": "p", "increment_x": 1, "increment_y": 1, "sigma": 2.0}, 8)
+    assert plain.sigma == (2.0, 2.0) and plain.holes == () and plain.hole_names == ""
+
+
+def test_hole_edges_are_inside():
+    rect = Hole(name="r", shape="rect", x=(1.0, 3.0), y=(2.0, 4.0))
+    assert rect.contains([[1.0, 2.0], [3.0, 4.0], [0.99, 3.0], [2.0, 4.01]]).tolist() == [True, True, False, False]
+    disc = Hole(name="d", shape="disc", center=(4.0, 4.0), radius=2.0)
+    assert disc.contains([[6.0, 4.0], [4.0, 2.0], [6.01, 4.0], [5.5, 5.5]]).tolist() == [True, True, False, False]
+
+
+def test_hole_touching_the_canvas_edge_is_inside_it():
+    BumpDataset("d", 16, 1.0, 1.0, (1.0, 1.0), (Hole(name="e", shape="rect", x=(0, 16), y=(0, 2)),)).validate()
+    flat = BumpDataset("d", 16, 1.0, 1.0, (1.0, 1.0), (Hole(name="f", shape="rect", x=(2, 2), y=(0, 2)),))
+    with pytest.raises(ValueError, match="hole 'f' is empty"):
+        flat.validate()
+    for bad in (0.0, 16.5):
+        with pytest.raises(ValueError, match=r"increment_y = .* must be in \(0, 16\]"):
+            BumpDataset("d", 16, 1.0, bad, (1.0, 1.0)).validate()
+
+
+def test_select_preview_is_seeded_sorted_and_shows_a_quarter_ood():
+    hole = Hole(name="c", shape="disc", center=(8, 8), radius=3)
+    table = BumpDataset("d", 16, 1.0, 1.0, (1.0, 1.0), (hole,)).labels()
+    n_ood = int((table.split == "ood").sum())
+    assert n_ood == 29
+    shown = select_preview(table, 32, seed=3)
+    assert len(shown) == 32 and shown.index.is_unique and shown.index.is_monotonic_increasing
+    assert (shown.split == "ood").sum() == 8  # count // 4
+    assert shown.equals(select_preview(table, 32, seed=3))
+    assert not shown.index.equals(select_preview(table, 32, seed=4).index)
+    # fewer labels than asked for: every label once; no OOD rows: none shown
+    small = BumpDataset("d", 4, 2.0, 2.0, (1.0, 1.0)).labels()
+    assert select_preview(small, 32, seed=0).index.tolist() == list(range(9))
+
+
+def test_preview_grid_draws_each_image_with_its_dot_on_the_darkest_pixel():
+    import matplotlib.pyplot as plt
+
+    labels = np.array([[3.0, 6.0], [7.0, 2.0], [1.0, 1.0]])
+    images = render(labels, 8, 1.0)
+    fig = preview_grid(images, labels, ncols=2)
+    axes = fig.axes
+    assert len(axes) == 4  # 2 rows x 2 columns, the last one empty
+    for k, ax in enumerate(axes[:3]):
+        (shown,) = ax.get_images()
+        np.testing.assert_array_equal(shown.get_array(), images[k])
+        (dot,) = ax.get_lines()
+        row, col = np.unravel_index(images[k].argmin(), images[k].shape)
+        assert (dot.get_xdata()[0], dot.get_ydata()[0]) == (col, row)
+    assert not axes[3].get_images() and not axes[3].axison
+    plt.close(fig)
+
+
+def test_write_dataset_writes_the_label_table_and_a_preview(tmp_path):
+    ds = BumpDataset("d", 8, 1.0, 2.0, (1.0, 1.0), (Hole(name="c", shape="disc", center=(4, 4), radius=1),))
+    write_dataset(ds, tmp_path / "labels.csv", tmp_path / "preview.png", preview_count=8, seed=0)
+    written = read_labels(tmp_path / "labels.csv")
+    expected = ds.labels()
+    np.testing.assert_array_equal(written[["mu_x", "mu_y"]].to_numpy(), expected[["mu_x", "mu_y"]].to_numpy())
+    assert written.split.tolist() == expected.split.tolist()
+    assert (tmp_path / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_write_dataset_refuses_an_invalid_dataset_before_writing(tmp_path):
+    bad = BumpDataset("d", 8, 1.0, 1.0, (1.0, 1.0), (Hole(name="o", shape="disc", center=(7, 4), radius=2),))
+    with pytest.raises(ValueError, match="outside the canvas"):
+        write_dataset(bad, tmp_path / "labels.csv", tmp_path / "preview.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigma_label():
+    assert sigma_label((1.0, 1.0)) == 1.0 and isinstance(sigma_label((2, 2)), float)
+    assert sigma_label((0.5, 2.0)) == "0.5/2"
