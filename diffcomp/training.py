@@ -342,8 +342,13 @@ def preserved_tf32():
 
 def make_optimizer(parameters, cfg: dict, settings: dict, *, capturable: bool = False) -> torch.optim.AdamW:
     """AdamW of the trained parameters; the fused CUDA kernel if ``settings`` asks for it, and
-    ``capturable`` (step counters and bias corrections on the device) for a CUDA-graphed step."""
-    extra = {"fused": True} if settings["fused_optimizer"] else {}
+    ``capturable`` (step counters and bias corrections on the device) for a CUDA-graphed step.
+
+    Otherwise the multi-tensor (foreach) implementation, on every device: PyTorch's default on
+    CUDA, and on a CPU a third faster per update than the per-tensor loop it would pick there, with
+    bit-identical parameters (tests/test_training_gpu_options.py), so cached runs stay valid.
+    """
+    extra = {"fused": True} if settings["fused_optimizer"] else {"foreach": True}
     if capturable:
         extra["capturable"] = True
     return torch.optim.AdamW(parameters, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"], **extra)

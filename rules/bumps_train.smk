@@ -15,6 +15,7 @@ if BUMP_PACK_SIZE == 1:
             f"{LOGS}/bumps/train/{{dataset}}_seed{{seed}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/bumps/train/{{dataset}}_seed{{seed}}.tsv"
+        priority: TRAINING_PRIORITY
         conda:
             "../envs/train.yaml"
         threads: BUMPS["training"]["threads"] if BUMPS else 1
@@ -35,6 +36,7 @@ else:
             f"{LOGS}/bumps/train_pack/pack{{pack}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/bumps/train_pack/pack{{pack}}.tsv"
+        priority: TRAINING_PRIORITY
         conda:
             "../envs/train.yaml"
         threads: BUMPS["training"]["threads"] if BUMPS else 1

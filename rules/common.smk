@@ -44,6 +44,9 @@ except ConfigError as err:
 
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
+# Training jobs are the longest: Snakemake starts them before any ready sampling or evaluation
+# job, so that a run does not end with every core but one idle behind its last training job.
+TRAINING_PRIORITY = 10
 
 BUMPS = config.get("bumps")
 BUMP_DATASETS = dataset_specs(BUMPS) if BUMPS else {}

@@ -144,6 +144,7 @@ rule relational_pretrain:
         f"{LOGS}/relational/pretrain/{{experiment}}_N{{vocab_size}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/relational/pretrain/{{experiment}}_N{{vocab_size}}_seed{{seed}}.tsv"
+    priority: TRAINING_PRIORITY
     conda:
         "../envs/train.yaml"
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
@@ -198,6 +199,7 @@ rule relational_train:
         f"{RESULTS}/benchmarks/relational/train/{{experiment}}_{{split}}_seed{{seed}}.tsv"
     wildcard_constraints:
         experiment=RELATIONAL_SINGLE,
+    priority: TRAINING_PRIORITY
     conda:
         "../envs/train.yaml"
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
@@ -218,6 +220,7 @@ rule relational_train_pack:
         f"{RESULTS}/benchmarks/relational/train_pack/{{experiment}}_pack{{pack}}.tsv"
     wildcard_constraints:
         experiment=RELATIONAL_PACKED,
+    priority: TRAINING_PRIORITY
     conda:
         "../envs/train.yaml"
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
