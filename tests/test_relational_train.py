@@ -260,3 +260,41 @@ def test_corrupt_snapshot_is_a_clear_error(tmp_path):
     args = (run, section["sampling"], runtime, icons, tmp_path / "train.csv", tmp_path / "test.csv", train_dir)
     with pytest.raises(ValueError, match="corrupt or unreadable"):
         sample_relational_run(*args, tmp_path / "samples")
+
+
+@pytest.mark.parametrize("self_attention", [False, True])
+def test_self_attention_key_acts_on_the_down_and_up_blocks_and_the_mid_block_keeps_its_own(self_attention):
+    """config.yaml's model (cross-attention only in the mid-block) with self_attention off or on:
+    diffusers' UNetMidBlock2DCrossAttn has no only_cross_attention, so its transformer block
+    attends to itself, then to the caption, either way; with cross-attention at level 0 as well,
+    the key decides whether that level's blocks attend to themselves first."""
+    from diffusers.models.attention_processor import Attention
+
+    def attentions(levels):
+        model = RelationalDenoiser(
+            icon_size=16,
+            text_hidden_size=32,
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            cross_attention_levels=levels,
+            cross_attention_dim=32,
+            norm_num_groups=8,
+            self_attention=self_attention,
+        )
+        return {
+            name.removeprefix("unet."): "cross" if module.is_cross_attention else "self"
+            for name, module in model.named_modules()
+            if isinstance(module, Attention)
+        }
+
+    mid = {"mid_block.attentions.0.transformer_blocks.0.attn1": "self"}
+    mid["mid_block.attentions.0.transformer_blocks.0.attn2"] = "cross"
+    assert attentions([]) == mid
+    level0 = {name: kind for name, kind in attentions([0]).items() if not name.startswith("mid_block")}
+    first = "self" if self_attention else "cross"
+    assert level0 == {
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1": first,
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn2": "cross",
+        **{f"up_blocks.1.attentions.{k}.transformer_blocks.0.attn1": first for k in range(2)},
+        **{f"up_blocks.1.attentions.{k}.transformer_blocks.0.attn2": "cross" for k in range(2)},
+    }
