@@ -28,6 +28,7 @@ from diffcomp.relational.config import (
     sampling_definition,
     run_id,
     runs,
+    shared_text_encoder,
 )
 from diffcomp.relational.splits import Split
 
@@ -153,8 +154,32 @@ def bump_hole_panels():
     }
 
 
+def relational_text_encoder_file(text_encoder, vocab_size):
+    """The shared caption-pretrained weights of an encoder (rule relational_text_encoder), or
+    None when it has no caption pretraining."""
+    key = shared_text_encoder(text_encoder)
+    if key is None:
+        return None
+    return f"{RESULTS}/relational/text_encoders/N{vocab_size}_{key}.safetensors"
+
+
+def relational_pretrain_inputs(wc):
+    """Icons of the vocabulary and the shared caption-pretrained encoder (if any)."""
+    inputs = {
+        "icons": rules.relational_vocabulary.output.icons.format(
+            vocab_size=wc.vocab_size, icon_size=RELATIONAL_ICON_SIZE
+        )
+    }
+    settings = experiment_settings(RELATIONAL, wc.experiment)
+    shared = relational_text_encoder_file(settings["text_encoder"], wc.vocab_size)
+    if shared:
+        inputs["text_encoder"] = shared
+    return inputs
+
+
 def relational_train_inputs(wc):
-    """Icons and triples of the run's split, and the pretraining run it starts from (if any)."""
+    """Icons and triples of the run's split, the shared caption-pretrained encoder and the
+    pretraining run it starts from (if any)."""
     spec = RELATIONAL_SPLITS[wc.split]
     inputs = {
         "icons": rules.relational_vocabulary.output.icons.format(
@@ -164,6 +189,9 @@ def relational_train_inputs(wc):
         "test": rules.relational_split.output.test.format(split=wc.split),
     }
     settings = experiment_settings(RELATIONAL, wc.experiment)
+    shared = relational_text_encoder_file(settings["text_encoder"], spec["vocab_size"])
+    if shared:
+        inputs["text_encoder"] = shared
     projection = settings["projection"]
     if settings["contrastive"] and not projection:
         inputs["image_encoder"] = rules.relational_image_encoder.output[0].format(
@@ -209,7 +237,7 @@ def relational_pack_inputs(wc):
     members = [relational_train_inputs(m) for m in relational_pack_members(wc)]
     return {
         key: [inputs[key] for inputs in members]
-        for key in ("icons", "train", "init")
+        for key in ("icons", "train", "init", "text_encoder")
         if key in members[0]
     }
 

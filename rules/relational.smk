@@ -7,6 +7,7 @@ from diffcomp.relational.config import (
     pretrain_definition,
     run_id,
     runs,
+    shared_text_encoders,
     split_specs,
     vocab_sizes,
 )
@@ -135,9 +136,7 @@ RELATIONAL_FIGURES = [
 
 rule relational_pretrain:
     input:
-        icons=lambda wc: rules.relational_vocabulary.output.icons.format(
-            vocab_size=wc.vocab_size, icon_size=RELATIONAL_ICON_SIZE
-        ),
+        unpack(relational_pretrain_inputs),
     output:
         directory(RELATIONAL_PRETRAIN),
     log:
@@ -154,6 +153,29 @@ rule relational_pretrain:
         ),
     script:
         "../scripts/relational_train.py"
+
+
+# A caption-pretrained t5-scratch encoder: pretrained once per vocabulary and encoder, and
+# loaded by every training and sampling job that uses it instead of pretraining it again.
+RELATIONAL_TEXT_ENCODERS = shared_text_encoders(RELATIONAL) if RELATIONAL else {}
+
+
+rule relational_text_encoder:
+    output:
+        f"{RESULTS}/relational/text_encoders/N{{vocab_size}}_{{encoder}}.safetensors",
+    log:
+        f"{LOGS}/relational/text_encoder/N{{vocab_size}}_{{encoder}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/relational/text_encoder/N{{vocab_size}}_{{encoder}}.tsv"
+    wildcard_constraints:
+        encoder="|".join(RELATIONAL_TEXT_ENCODERS) or "NONE",
+    priority: TRAINING_PRIORITY
+    conda:
+        "../envs/train.yaml"
+    params:
+        spec=lambda wc: RELATIONAL_TEXT_ENCODERS[wc.encoder],
+    script:
+        "../scripts/relational_text_encoder.py"
 
 
 rule relational_image_encoder:

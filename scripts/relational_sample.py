@@ -1,9 +1,12 @@
 """Rule relational_sample: sample every kept checkpoint of a run (one job per run)."""
 
+from diffcomp.relational.text import use_shared_pretraining
 from diffcomp.relational.train import sample_relational_run
 from diffcomp.workflow import rule_logging
 
 with rule_logging(snakemake) as log:
+    # the caption-pretrained encoder's weights, pretrained once (rule relational_text_encoder)
+    use_shared_pretraining(snakemake.input.get("text_encoder"))
     runtime = {**snakemake.config["relational"]["training"], "threads": snakemake.threads}
     written = sample_relational_run(
         snakemake.params.run,

@@ -481,3 +481,73 @@ def test_caption_pretraining_is_skipped_on_the_meta_device():
 def test_only_t5_scratch_takes_pretraining_steps():
     with pytest.raises(ValueError, match="only 't5-scratch' takes pretraining_steps"):
         build_caption_encoder("minilm", NOUNS[:4], seed=0, pretraining_steps=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# caption pretraining shared between jobs (rule relational_text_encoder)
+
+
+@pytest.fixture
+def no_shared_pretraining(monkeypatch):
+    """A process with no shared weights registered and nothing pretrained yet."""
+    monkeypatch.setattr(text, "_SHARED_PRETRAINING", {})
+    text._cached_pretraining_state.cache_clear()
+    yield
+    text._cached_pretraining_state.cache_clear()
+
+
+def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
+    tmp_path, no_shared_pretraining, monkeypatch
+):
+    from diffcomp.relational.config import shared_text_encoder
+    from diffcomp.relational.train import caption_encoder, pretrain_shared_encoder
+
+    spec = {"name": "t5-scratch", "seed": 3, "trainable": False, **SMALL, "max_length": 12, "pretraining_steps": 30}
+    names = nouns(4)
+    path = tmp_path / f"N4_{shared_text_encoder(spec)}.safetensors"
+    key = pretrain_shared_encoder(spec, 4, path)
+    pretrained_here = caption_encoder({"text_encoder": spec}, names)  # the process cache: no new training
+
+    text._cached_pretraining_state.cache_clear()
+    monkeypatch.setattr(text, "_pretraining_state", lambda *a: pytest.fail("pretrained again despite the file"))
+    text.use_shared_pretraining([str(path)])
+    assert text._SHARED_PRETRAINING == {key: path}
+    loaded = caption_encoder({"text_encoder": spec}, names)
+    for name, value in pretrained_here.model.state_dict().items():
+        assert torch.equal(value, loaded.model.state_dict()[name]), name
+    captions = [caption(names[0], names[1], 0), caption(names[1], names[0], 0)]
+    assert torch.equal(pretrained_here.encode(captions)[0], loaded.encode(captions)[0])
+
+    # another seed is another pretraining: the file is not used for it
+    monkeypatch.undo()
+    other = caption_encoder({"text_encoder": {**spec, "seed": 4}}, names)
+    assert not torch.equal(other.model.shared.weight, loaded.model.shared.weight)
+
+
+def test_shared_text_encoder_ids_follow_what_determines_the_weights():
+    from diffcomp.relational.config import shared_text_encoder
+
+    spec = {"name": "t5-scratch", "seed": 0, "trainable": False, **SMALL, "max_length": 12, "pretraining_steps": 400}
+    key = shared_text_encoder(spec)
+    assert len(key) == 12 and shared_text_encoder({**spec, "trainable": True}) == key
+    for change in ({"seed": 1}, {"pretraining_steps": 300}, {"d_model": 16}, {"max_length": 16}):
+        assert shared_text_encoder({**spec, **change}) not in (None, key), change
+    assert shared_text_encoder({**spec, "pretraining_steps": 0}) is None
+    assert shared_text_encoder({**spec, "name": "minilm"}) is None
+
+
+def test_a_corrupt_or_foreign_shared_pretraining_file_is_named(tmp_path, no_shared_pretraining):
+    from safetensors.torch import save_file
+
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match=r"corrupt.safetensors is corrupt or unreadable"):
+        text.use_shared_pretraining(corrupt)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(ValueError, match=r"foreign.safetensors holds no caption_pretraining_key"):
+        text.use_shared_pretraining([foreign])
+    assert text._SHARED_PRETRAINING == {}
+    text.use_shared_pretraining(None)
+    with pytest.raises(ValueError, match="has no caption pretraining to share"):
+        text.write_shared_pretraining(build_caption_encoder("t5-scratch", nouns(4), seed=0, **SMALL), tmp_path / "x")

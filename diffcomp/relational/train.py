@@ -35,11 +35,11 @@ from diffcomp.packing import (
 from diffcomp.relational.config import unpackable_reason
 from diffcomp.relational.contrastive import ContrastiveLosses, caption_partners, load_image_encoder
 from diffcomp.relational.data import triples_from_frame
-from diffcomp.relational.icons import load_icons
+from diffcomp.relational.icons import load_icons, nouns
 from diffcomp.relational.model import RelationalDenoiser
 from diffcomp.relational.projection import TextProjection
 from diffcomp.relational.relations import caption, single_object_caption
-from diffcomp.relational.text import build_caption_encoder
+from diffcomp.relational.text import build_caption_encoder, write_shared_pretraining
 from diffcomp.training import (
     RUNTIME_KEYS,
     TrainingTask,
@@ -81,6 +81,15 @@ def caption_encoder(run: dict, names: list[str]):
         max_length=spec["max_length"],
         pretraining_steps=spec["pretraining_steps"],
     )
+
+
+def pretrain_shared_encoder(text_encoder: dict, vocab_size: int, out_file) -> str:
+    """Rule relational_text_encoder: pretrain the caption-pretrained t5-scratch encoder
+    ``text_encoder`` (a run definition's) for the first ``vocab_size`` nouns and write its weights
+    to ``out_file``, for every job that uses it (:func:`use_shared_pretraining`). Returns the key
+    of the pretraining."""
+    names = nouns(vocab_size)
+    return write_shared_pretraining(caption_encoder({"text_encoder": text_encoder}, names), out_file)
 
 
 class Conditioner:
