@@ -154,15 +154,23 @@ def test_dataset_from_config_reads_every_key_of_a_spec():
 def test_hole_edges_are_inside():
     rect = Hole(name="r", shape="rect", x=(1.0, 3.0), y=(2.0, 4.0))
     assert rect.contains([[1.0, 2.0], [3.0, 4.0], [0.99, 3.0], [2.0, 4.01]]).tolist() == [True, True, False, False]
-    disc = Hole(name="d", shape="disc", center=(4.0, 4.0), radius=2.0)
-    assert disc.contains([[6.0, 4.0], [4.0, 2.0], [6.01, 4.0], [5.5, 5.5]]).tolist() == [True, True, False, False]
+    disc = Hole(name="d", shape="disc", center=(4.0, 6.0), radius=2.0)
+    inside = [[6.0, 6.0], [4.0, 4.0], [6.01, 6.0], [5.5, 7.5], [6.0, 4.0]]
+    assert disc.contains(inside).tolist() == [True, True, False, False, False]
 
 
 def test_hole_touching_the_canvas_edge_is_inside_it():
     BumpDataset("d", 16, 1.0, 1.0, (1.0, 1.0), (Hole(name="e", shape="rect", x=(0, 16), y=(0, 2)),)).validate()
-    flat = BumpDataset("d", 16, 1.0, 1.0, (1.0, 1.0), (Hole(name="f", shape="rect", x=(2, 2), y=(0, 2)),))
-    with pytest.raises(ValueError, match="hole 'f' is empty"):
-        flat.validate()
+    for x, y in (((2, 2), (0, 2)), ((0, 2), (3, 3))):
+        flat = BumpDataset("d", 16, 1.0, 1.0, (1.0, 1.0), (Hole(name="f", shape="rect", x=x, y=y),))
+        with pytest.raises(ValueError, match="hole 'f' is empty"):
+            flat.validate()
+    left = BumpDataset("d", 16, 1.0, 1.0, (1.0, 1.0), (Hole(name="l", shape="disc", center=(1, 8), radius=2),))
+    with pytest.raises(ValueError, match=r"hole 'l' reaches outside the canvas .* x=\[-1, 3\]"):
+        left.validate()
+    # an increment of the whole canvas is allowed: the two edges
+    BumpDataset("d", 16, 16.0, 1.0, (1.0, 1.0)).validate()
+    assert grid_values(16.0, 16).tolist() == [0.0, 16.0]
     for bad in (0.0, 16.5):
         with pytest.raises(ValueError, match=r"increment_y = .* must be in \(0, 16\]"):
             BumpDataset("d", 16, 1.0, bad, (1.0, 1.0)).validate()
