@@ -129,6 +129,7 @@ def test_combine_metrics_sorts_by_dataset_seed_and_step(tmp_path):
         paths.append(tmp_path / f"{k}.csv")
         frame.to_csv(paths[-1], index=False)
     combined = combine_metrics(paths, tmp_path / "all.csv")
+    assert list(combined.columns) == METRIC_COLUMNS and combined.index.tolist() == list(range(5))
     keys = list(zip(combined.dataset, combined.seed, combined.step, strict=True))
     assert keys == [("a", 0, 100), ("a", 0, 300), ("a", 1, 100), ("b", 0, 100), ("b", 0, 200)]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "all.csv"), combined)
@@ -136,3 +137,29 @@ def test_combine_metrics_sorts_by_dataset_seed_and_step(tmp_path):
     pd.DataFrame({"run": ["x"], "step": [1]}).to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(ValueError, match=r"short.csv: missing metric column\(s\) \['accuracy'"):
         read_metrics(tmp_path / "short.csv")
+
+
+def test_umap_gets_the_configured_neighbours_and_the_run_seed(tmp_path, monkeypatch):
+    import diffcomp.bumps.metrics as metrics
+
+    calls = []
+    real = metrics.umap_r2
+
+    def recording(activations, labels, seed, n_neighbors):
+        calls.append((seed, n_neighbors, activations.dtype, len(labels)))
+        return real(activations, labels, seed, n_neighbors)
+
+    monkeypatch.setattr(metrics, "umap_r2", recording)
+    np.savez_compressed(tmp_path / "step.npz", **_checkpoint(100, np.random.default_rng(2), True))
+    evaluate_run(
+        {**THRESHOLDS, "umap_neighbors": 7}, SPEC, 5, [tmp_path / "step.npz"], tmp_path / "m.csv", tmp_path / "e.npz"
+    )
+    assert calls == [(5, 7, np.float32, 40)]
+
+
+def test_a_sample_file_holding_pickled_objects_is_refused(tmp_path):
+    samples = _checkpoint(100, np.random.default_rng(3), True)
+    samples["split"] = samples["split"].astype(object)  # loadable only with allow_pickle
+    np.savez(tmp_path / "step.npz", **samples)
+    with pytest.raises(ValueError, match="corrupt or unreadable"):
+        load_samples(tmp_path / "step.npz")
