@@ -49,6 +49,7 @@ MODULE_TESTS = {
     ],
     "diffcomp/bumps/data.py": ["tests/test_bumps_data.py", "tests/test_diffusion_math.py"],
     "diffcomp/bumps/model.py": [
+        "tests/test_bumps_model.py",
         "tests/test_diffusion_math.py",
         "tests/test_packing.py",
         "tests/test_it_learns.py::test_bump_model_draws_each_label_at_its_position_and_not_at_the_others",
