@@ -74,8 +74,8 @@ def broken(edit) -> dict:
             r"relational\.experiments\[2\]\.projection\.learning_rate: must be a finite number",
         ),
         (
-            lambda c: c["relational"]["training"].update(warmup_steps=1200),
-            r"relational\.training\.warmup_steps: 1200 warm-up steps for 1200 training steps",
+            lambda c: c["relational"]["training"].update(warmup_steps=800),
+            r"relational\.training\.warmup_steps: 800 warm-up steps for 800 training steps",
         ),
         (
             lambda c: c["bumps"]["figures"].update(sigma_increments=[0.3]),
