@@ -497,7 +497,7 @@ def no_shared_pretraining(monkeypatch):
 
 
 def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
-    tmp_path, no_shared_pretraining, monkeypatch
+    tmp_path, no_shared_pretraining, monkeypatch, caplog
 ):
     from diffcomp.relational.config import shared_text_encoder
     from diffcomp.relational.train import caption_encoder, pretrain_shared_encoder
@@ -509,19 +509,22 @@ def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
     pretrained_here = caption_encoder({"text_encoder": spec}, names)  # the process cache: no new training
 
     text._cached_pretraining_state.cache_clear()
-    monkeypatch.setattr(text, "_pretraining_state", lambda *a: pytest.fail("pretrained again despite the file"))
     text.use_shared_pretraining([str(path)])
     assert text._SHARED_PRETRAINING == {key: path}
-    loaded = caption_encoder({"text_encoder": spec}, names)
+    with monkeypatch.context() as patch:
+        patch.setattr(text, "_pretraining_state", lambda *a: pytest.fail("pretrained again despite the file"))
+        loaded = caption_encoder({"text_encoder": spec}, names)
     for name, value in pretrained_here.model.state_dict().items():
         assert torch.equal(value, loaded.model.state_dict()[name]), name
     captions = [caption(names[0], names[1], 0), caption(names[1], names[0], 0)]
     assert torch.equal(pretrained_here.encode(captions)[0], loaded.encode(captions)[0])
 
-    # another seed is another pretraining: the file is not used for it
-    monkeypatch.undo()
-    other = caption_encoder({"text_encoder": {**spec, "seed": 4}}, names)
+    # another seed is another pretraining: the registered file is not used for it, and the log says so
+    assert text._SHARED_PRETRAINING == {key: path}
+    with caplog.at_level("WARNING", logger="diffcomp.relational.text"):
+        other = caption_encoder({"text_encoder": {**spec, "seed": 4}}, names)
     assert not torch.equal(other.model.shared.weight, loaded.model.shared.weight)
+    assert "no registered caption-pretrained file holds this encoder's pretraining" in caplog.text
 
 
 def test_shared_text_encoder_ids_follow_what_determines_the_weights():

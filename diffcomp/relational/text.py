@@ -377,6 +377,8 @@ def pretrain_on_captions(model, tokenizer_words, max_length: int, nouns: Sequenc
         state = _shared_pretraining_state(_SHARED_PRETRAINING[key])
         log.info("caption pretraining loaded from %s", _SHARED_PRETRAINING[key])
     else:
+        if _SHARED_PRETRAINING:  # files were given, none for this encoder: a slip in the workflow
+            log.warning("no registered caption-pretrained file holds this encoder's pretraining; pretraining here")
         state = _cached_pretraining_state(config_json, tuple(tokenizer_words), max_length, tuple(nouns), seed, steps)
     model.load_state_dict(state)
     setattr(model, _KEY_METADATA, key)
