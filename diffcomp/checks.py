@@ -126,8 +126,7 @@ def check_scratch_encoder(section: dict) -> int:
 
     from diffcomp.relational.config import vocab_sizes
     from diffcomp.relational.icons import nouns
-    from diffcomp.relational.text import all_captions
-    from diffcomp.relational.train import caption_encoder
+    from diffcomp.relational.text import all_captions, caption_encoder
 
     names = nouns(max(vocab_sizes(section)))
     try:

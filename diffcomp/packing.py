@@ -299,3 +299,14 @@ def unpack_snapshots(pack_train_dir, index: int, names: list[str], out_dir) -> l
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return written
+
+
+def unpack_run(pack_train_dir, index: int, out_dir) -> list[Path]:
+    """Write run ``index`` of a finished pack (of either study) as a single run's train/ folder
+    (:func:`unpack_snapshots`), its weights named by the model state keys the pack recorded in its
+    train.json; no model is built, so an unpack job needs neither diffusers nor the run's config."""
+    try:
+        state_keys = json.loads((Path(pack_train_dir) / "train.json").read_text())["state_keys"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{pack_train_dir}/train.json: not a finished pack ({err!r})") from None
+    return unpack_snapshots(pack_train_dir, index, state_keys, out_dir)

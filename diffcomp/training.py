@@ -53,12 +53,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from diffcomp.ema import ForeachEMA
-from diffcomp.graphed_step import DeviceEMA, GraphedStep, audited_first_call
 from diffcomp.io import atomic_path, write_csv, write_json
 from diffcomp.runtime_keys import RUNTIME_KEYS  # noqa: F401 (re-exported)
 
@@ -585,6 +582,13 @@ def train(
     keys, including the runtime ones in RUNTIME_KEYS. ``stop_after_step`` simulates a time limit
     (tests): save a state and stop after that step. Returns the summary written to train.json.
     """
+    # Imported here, not at the top: diffusers takes about 4 s to import, and the jobs that only
+    # read and write snapshots (unpacking a pack) import this module too.
+    from diffusers.optimization import get_scheduler
+
+    from diffcomp.ema import ForeachEMA
+    from diffcomp.graphed_step import DeviceEMA, GraphedStep, audited_first_call
+
     cfg = training
     cuda_graph = check_cuda_graph(cfg)  # a compile mode with CUDA graphs of its own is refused here
     seed = run["seed"]

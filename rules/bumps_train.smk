@@ -56,7 +56,6 @@ else:
         conda:
             "../envs/train.yaml"
         params:
-            run=bump_run_definition,
             index=lambda wc: bump_pack_position(wc)[1],
         script:
             "../scripts/bumps_unpack.py"

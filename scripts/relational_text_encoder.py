@@ -1,6 +1,6 @@
 """Rule relational_text_encoder: pretrain one caption encoder on the captions' text, once for every job that uses it."""
 
-from diffcomp.relational.train import pretrain_shared_encoder
+from diffcomp.relational.text import pretrain_shared_encoder
 from diffcomp.workflow import rule_logging
 
 with rule_logging(snakemake) as log:

@@ -1,10 +1,10 @@
 """Rule relational_unpack: one run's train/ folder (snapshots, train.json) from its pack's stacked snapshots."""
 
-from diffcomp.relational.train import unpack_relational_run
+from diffcomp.packing import unpack_run
 from diffcomp.workflow import rule_logging
 
 with rule_logging(snakemake) as log:
-    written = unpack_relational_run(snakemake.input.pack, snakemake.params.index, snakemake.output[0])
+    written = unpack_run(snakemake.input.pack, snakemake.params.index, snakemake.output[0])
     log.info(
         "run %d of %s: %d snapshots -> %s",
         snakemake.params.index,

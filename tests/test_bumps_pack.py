@@ -19,10 +19,10 @@ from diffcomp.bumps.train import (
     semantic_config,
     train_pack,
     train_run,
-    unpack_run,
 )
 from diffcomp.config import validate_config
 from diffcomp.io import write_csv
+from diffcomp.packing import unpack_run
 
 
 def two_runs(tmp_path):
@@ -51,7 +51,7 @@ def test_packed_runs_equal_their_single_runs_up_to_rounding(tmp_path):
     assert summary["pack"] == ["tiny_seed3", "coarse_seed4"] and summary["snapshot_steps"] == [4, 8, 12]
     for k, (run, label) in enumerate(zip(runs, labels, strict=True)):
         unpacked = tmp_path / f"unpacked{k}" / "train"
-        unpack_run(tmp_path / "pack" / "train", k, run, unpacked)
+        unpack_run(tmp_path / "pack" / "train", k, unpacked)
         single = tmp_path / f"single{k}" / "train"
         train_run(run, runtime, label, single)
         got_loss, expected_loss = pd.read_csv(unpacked / "loss.csv"), pd.read_csv(single / "loss.csv")
@@ -88,16 +88,16 @@ def test_unpack_names_a_missing_run_or_a_corrupt_snapshot(tmp_path):
     pack = tmp_path / "pack" / "train"
     train_pack(runs, runtime, labels, pack)
     with pytest.raises(ValueError, match="no run 2 in a pack of 2"):
-        unpack_run(pack, 2, runs[0], tmp_path / "out" / "train")
+        unpack_run(pack, 2, tmp_path / "out" / "train")
     last = sorted((pack / "snapshots").glob("*.safetensors"))[-1]
     last.unlink()  # a hard link into the state folder: replace, do not overwrite in place
     last.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=f"pack snapshot {last} is corrupt"):
-        unpack_run(pack, 0, runs[0], tmp_path / "out" / "train")
+        unpack_run(pack, 0, tmp_path / "out" / "train")
     assert not (tmp_path / "out" / "train").exists()
     save_file({"unrelated": torch.zeros(1)}, str(last))
     with pytest.raises(ValueError, match="not this run's model"):
-        unpack_run(pack, 0, runs[0], tmp_path / "out" / "train")
+        unpack_run(pack, 0, tmp_path / "out" / "train")
 
 
 def test_runs_of_different_shapes_do_not_pack(tmp_path):

@@ -314,3 +314,40 @@ def test_parsing_the_snakefile_does_not_import_torch():
         "diffcomp.relational.splits; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent)
+
+
+# The rule scripts whose jobs need no diffusion model: the pack unpackers only rename stacked
+# weights and the caption-pretraining job trains a T5 encoder. Importing diffusers costs about
+# 4 s of a job's start on a 2-core machine, so these jobs must not import it.
+LIGHT_SCRIPTS = ("bumps_unpack.py", "relational_unpack.py", "relational_text_encoder.py")
+
+
+def test_jobs_without_a_diffusion_model_do_not_import_diffusers(tmp_path):
+    """Run each light script's diffcomp imports, and a 2-step caption pretraining, in a fresh
+    interpreter, and check that diffusers was never imported."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    imports = []
+    for name in LIGHT_SCRIPTS:
+        tree = ast.parse((scripts / name).read_text())
+        imports += [
+            ast.unparse(node)
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.module and _in_package(node.module)
+        ]
+    assert any("pretrain_shared_encoder" in line for line in imports), imports
+    spec = dict(
+        name="t5-scratch", seed=0, trainable=False, d_model=8, num_layers=1, num_heads=2, d_ff=16,
+        max_length=12, pretraining_steps=2,
+    )  # fmt: skip
+    code = "\n".join(
+        [
+            *imports,
+            "import sys",
+            f"pretrain_shared_encoder({spec!r}, 3, {str(tmp_path / 'encoder.safetensors')!r})",
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'diffusers'))",
+        ]
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"these jobs import diffusers: {proc.stdout.strip()[:300]}"
+    assert (tmp_path / "encoder.safetensors").stat().st_size > 0

@@ -12,6 +12,7 @@ from test_relational_train import TINY, assert_identical
 
 from diffcomp.config import RUNTIME_KEYS, validate_config
 from diffcomp.io import write_csv
+from diffcomp.packing import unpack_run
 from diffcomp.relational.config import run_definition
 from diffcomp.relational.data import triples_frame
 from diffcomp.relational.icons import nouns, render_icons, save_icons
@@ -20,7 +21,6 @@ from diffcomp.relational.splits import Split
 from diffcomp.relational.train import (
     train_relational_pack,
     train_relational_run,
-    unpack_relational_run,
 )
 from diffcomp.training import TrainingInterrupted
 
@@ -84,7 +84,7 @@ def test_packed_pair_runs_equal_their_single_runs_up_to_rounding(tmp_path):
     np.testing.assert_allclose(losses["loss"], losses["loss_0"] + losses["loss_1"], rtol=1e-6)
     for k, (run, (split, _)) in enumerate(zip(runs, PAIRS, strict=True)):
         unpacked = tmp_path / f"unpacked{k}" / "train"
-        unpack_relational_run(pack, k, unpacked)
+        unpack_run(pack, k, unpacked)
         info = json.loads((unpacked / "train.json").read_text())
         assert info["run"] == summary["pack"][k] and info["pack_index"] == k and "state_keys" not in info
         single = tmp_path / f"single{k}" / "train"
@@ -126,7 +126,7 @@ def test_packed_projection_runs_clip_each_run_on_its_own(tmp_path):
     assert summary["trained_parameters"] == 2 * sum(p.numel() for p in TextProjection("window", 16).parameters())
     for k, ((split, _), run, base) in enumerate(zip(PAIRS, runs, base_dirs, strict=True)):
         unpacked = tmp_path / f"unpacked{k}" / "train"
-        unpack_relational_run(pack, k, unpacked)
+        unpack_run(pack, k, unpacked)
         single = tmp_path / f"single{k}" / "train"
         train_relational_run(run, runtime, files[split][0], single, train_csv=files[split][1], init_dir=base)
         assert_close_runs(unpacked, single)
@@ -186,7 +186,7 @@ def test_unpack_names_a_missing_run_or_an_unfinished_pack(tmp_path):
         runs, runtime, [files[s][0] for s, _ in PAIRS], pack, train_csvs=[files[s][1] for s, _ in PAIRS]
     )
     with pytest.raises(ValueError, match="no run 2 in a pack of 2"):
-        unpack_relational_run(pack, 2, tmp_path / "out" / "train")
-    with pytest.raises(ValueError, match="not a finished relational pack"):
-        unpack_relational_run(tmp_path / "nothing", 0, tmp_path / "out" / "train")
+        unpack_run(pack, 2, tmp_path / "out" / "train")
+    with pytest.raises(ValueError, match="not a finished pack"):
+        unpack_run(tmp_path / "nothing", 0, tmp_path / "out" / "train")
     assert not (tmp_path / "out" / "train").exists()

@@ -500,7 +500,7 @@ def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
     tmp_path, no_shared_pretraining, monkeypatch, caplog
 ):
     from diffcomp.relational.config import shared_text_encoder
-    from diffcomp.relational.train import caption_encoder, pretrain_shared_encoder
+    from diffcomp.relational.text import caption_encoder, pretrain_shared_encoder
 
     spec = {"name": "t5-scratch", "seed": 3, "trainable": False, **SMALL, "max_length": 12, "pretraining_steps": 30}
     names = nouns(4)

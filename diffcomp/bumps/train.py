@@ -10,7 +10,6 @@ resume, EMA, the NaN and time-limit stops are the shared trainer's. Layout of on
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +25,6 @@ from diffcomp.packing import (
     pack_generators,
     pack_training,
     packed_epsilon_losses,
-    unpack_snapshots,
 )
 
 # The shared trainer's names, re-exported: the rule scripts and tests import them from here.
@@ -107,7 +105,7 @@ def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_af
     with the pack's state) and so its batches, noise and timesteps; the summed loss gives each
     model its own gradient, and AdamW and EMA are elementwise. So a packed run differs from its
     single run only by the batched kernels' rounding. ``out_dir`` gets the stacked snapshots;
-    :func:`unpack_run` writes one run's train/ folder from them.
+    diffcomp.packing.unpack_run writes one run's train/ folder from them.
     """
     pack = pack_definition(runs, PACK_SHARED_KEYS)
     training = pack_training({**runs[0]["training"], **{k: runtime[k] for k in RUNTIME_KEYS}}, log)
@@ -150,15 +148,11 @@ def train_pack(runs: list[dict], runtime: dict, labels_csvs, out_dir, *, stop_af
             model=model,
             next_batch=next_batch,
             loss=loss,
-            summary={"pack": names},
+            # the runs' model state keys: what unpacking needs to name each run's weights
+            summary={"pack": names, "state_keys": model.state_keys},
             generators=generators,
             loss_parts=len(runs),
             capturable=True,
         )
 
     return train(build, pack, training, out_dir, stop_after_step=stop_after_step)
-
-
-def unpack_run(pack_train_dir, index: int, run: dict, out_dir) -> list[Path]:
-    """Write run ``index`` of a finished pack as a single run's train/ folder (snapshots, train.json)."""
-    return unpack_snapshots(pack_train_dir, index, list(BumpDenoiser.from_config(run).state_dict()), out_dir)

@@ -649,3 +649,31 @@ def build_caption_encoder(
             f"text encoder {name!r}: max_length={encoder.max_length} exceeds the model's {positions} positions"
         )
     return encoder
+
+
+def caption_encoder(run: dict, names: list[str]):
+    """The run's text encoder; a frozen t5-scratch encoder is rebuilt identically from its seed."""
+    spec = run["text_encoder"]
+    return build_caption_encoder(
+        spec["name"],
+        names,
+        seed=spec["seed"],
+        trainable=spec["trainable"],
+        d_model=spec["d_model"],
+        num_layers=spec["num_layers"],
+        num_heads=spec["num_heads"],
+        d_ff=spec["d_ff"],
+        max_length=spec["max_length"],
+        pretraining_steps=spec["pretraining_steps"],
+    )
+
+
+def pretrain_shared_encoder(text_encoder: dict, vocab_size: int, out_file) -> str:
+    """Rule relational_text_encoder: pretrain the caption-pretrained t5-scratch encoder
+    ``text_encoder`` (a run definition's) for the first ``vocab_size`` nouns and write its weights
+    to ``out_file``, for every job that uses it (:func:`use_shared_pretraining`). Returns the key
+    of the pretraining."""
+    from diffcomp.relational.icons import nouns
+
+    names = nouns(vocab_size)
+    return write_shared_pretraining(caption_encoder({"text_encoder": text_encoder}, names), out_file)

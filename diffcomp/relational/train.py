@@ -13,7 +13,6 @@ every checkpoint with the same initial noise, so checkpoints differ by their wei
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +29,15 @@ from diffcomp.packing import (
     pack_generators,
     pack_training,
     packed_epsilon_losses,
-    unpack_snapshots,
 )
 from diffcomp.relational.config import unpackable_reason
 from diffcomp.relational.contrastive import ContrastiveLosses, caption_partners, load_image_encoder
 from diffcomp.relational.data import triples_from_frame
-from diffcomp.relational.icons import load_icons, nouns
+from diffcomp.relational.icons import load_icons
 from diffcomp.relational.model import RelationalDenoiser
 from diffcomp.relational.projection import TextProjection
 from diffcomp.relational.relations import caption, single_object_caption
-from diffcomp.relational.text import build_caption_encoder, write_shared_pretraining
+from diffcomp.relational.text import caption_encoder
 from diffcomp.training import (
     RUNTIME_KEYS,
     TrainingTask,
@@ -64,32 +62,6 @@ def read_split_triples(path, names: list[str]) -> np.ndarray:
         return triples_from_frame(frame, names)
     except (ValueError, KeyError) as err:
         raise ValueError(f"{path}: not a triples table of this vocabulary: {err}") from None
-
-
-def caption_encoder(run: dict, names: list[str]):
-    """The run's text encoder; a frozen t5-scratch encoder is rebuilt identically from its seed."""
-    spec = run["text_encoder"]
-    return build_caption_encoder(
-        spec["name"],
-        names,
-        seed=spec["seed"],
-        trainable=spec["trainable"],
-        d_model=spec["d_model"],
-        num_layers=spec["num_layers"],
-        num_heads=spec["num_heads"],
-        d_ff=spec["d_ff"],
-        max_length=spec["max_length"],
-        pretraining_steps=spec["pretraining_steps"],
-    )
-
-
-def pretrain_shared_encoder(text_encoder: dict, vocab_size: int, out_file) -> str:
-    """Rule relational_text_encoder: pretrain the caption-pretrained t5-scratch encoder
-    ``text_encoder`` (a run definition's) for the first ``vocab_size`` nouns and write its weights
-    to ``out_file``, for every job that uses it (:func:`use_shared_pretraining`). Returns the key
-    of the pretraining."""
-    names = nouns(vocab_size)
-    return write_shared_pretraining(caption_encoder({"text_encoder": text_encoder}, names), out_file)
 
 
 class Conditioner:
@@ -331,7 +303,7 @@ def train_relational_pack(
     saved and restored with the pack's state) and its gradient clipping; the summed loss gives each
     model its own gradient, and AdamW and EMA are elementwise. So a packed run differs from its
     single run only by the batched kernels' rounding. ``out_dir`` gets the stacked snapshots;
-    :func:`unpack_relational_run` writes one run's train/ folder from them.
+    diffcomp.packing.unpack_run writes one run's train/ folder from them.
     """
     pack = pack_definition(runs, PACK_SHARED_KEYS)
     for run in runs:
@@ -388,15 +360,6 @@ def train_relational_pack(
         )
 
     return train(build, pack, training, out_dir, stop_after_step=stop_after_step)
-
-
-def unpack_relational_run(pack_train_dir, index: int, out_dir) -> list[Path]:
-    """Write run ``index`` of a finished pack as a single run's train/ folder (snapshots, train.json)."""
-    try:
-        state_keys = json.loads((Path(pack_train_dir) / "train.json").read_text())["state_keys"]
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{pack_train_dir}/train.json: not a finished relational pack ({err!r})") from None
-    return unpack_snapshots(pack_train_dir, index, state_keys, out_dir)
 
 
 # --------------------------------------------------------------------------------------------
