@@ -180,7 +180,8 @@ def test_relational_model_puts_the_captions_nouns_in_the_captions_order(tmp_path
       model that knows which nouns but not where: 0.5);
     - train accuracy 0.89 (>= 0.5) and swapped 0.00 (<= 0.15).
     Seeds 1 and 2 gave accuracy 0.72 and 0.90, swapped 0.06 and 0.00.
-    Slow: 28.8 s alone (300 steps of the quick model at batch 16, about 85 ms each).
+    Slow: 28.8 s alone, 46 s beside the other xdist worker (300 steps of the quick model at
+    batch 16, about 85 ms each).
     Tried and not enough within 30 s (see RELATIONAL_STEPS for the recipes near this one): 200-250
     steps at learning rates 0.003-0.01 with the config's cosine decay (accuracy 0.13-0.50),
     batch 8 (0.21 at 300 steps; seed 2 0.36 at 540), a UNet of half the width (a third faster
