@@ -21,9 +21,9 @@ Three details make diffusers' UNets vmappable in torch 2.13:
 
 The workflow trains packs with ``bumps.pack_size`` (diffcomp.bumps.train.train_pack) and
 ``relational.pack_size`` (diffcomp.relational.train.train_relational_pack); a pack's snapshots
-hold the stacked weights, and :func:`unpack_snapshots` writes one run's ``train/`` folder from
-them. ``bench/bench_bumps.py --packed K`` measures a pack against K models stepped in turn and
-one model alone.
+hold the stacked weights, its train.json the models' state keys, and :func:`unpack_run` writes
+one run's ``train/`` folder from them. ``bench/bench_bumps.py --packed K`` measures a pack
+against K models stepped in turn and one model alone.
 """
 
 from __future__ import annotations
@@ -306,7 +306,12 @@ def unpack_run(pack_train_dir, index: int, out_dir) -> list[Path]:
     (:func:`unpack_snapshots`), its weights named by the model state keys the pack recorded in its
     train.json; no model is built, so an unpack job needs neither diffusers nor the run's config."""
     try:
-        state_keys = json.loads((Path(pack_train_dir) / "train.json").read_text())["state_keys"]
-    except (OSError, ValueError, KeyError) as err:
+        summary = json.loads((Path(pack_train_dir) / "train.json").read_text())
+    except (OSError, ValueError) as err:
         raise ValueError(f"{pack_train_dir}/train.json: not a finished pack ({err!r})") from None
-    return unpack_snapshots(pack_train_dir, index, state_keys, out_dir)
+    if not isinstance(summary, dict) or "state_keys" not in summary:
+        raise ValueError(
+            f"{pack_train_dir}/train.json records no model state keys (a pack trained before packs "
+            f"recorded them): delete {pack_train_dir} and run the workflow again to retrain the pack"
+        )
+    return unpack_snapshots(pack_train_dir, index, summary["state_keys"], out_dir)

@@ -1,6 +1,7 @@
 """Packs: K bump runs trained as one stacked model in one job equal their single runs up to rounding."""
 
 import copy
+import json
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from test_bumps_train import TINY
 
 from diffcomp.bumps.config import dataset_specs
 from diffcomp.bumps.data import BumpDataset
+from diffcomp.bumps.model import BumpDenoiser
 from diffcomp.bumps.train import (
     PACK_SHARED_KEYS,
     RUNTIME_KEYS,
@@ -86,7 +88,9 @@ def test_a_resumed_pack_is_bit_identical(tmp_path):
 def test_unpack_names_a_missing_run_or_a_corrupt_snapshot(tmp_path):
     runs, runtime, labels = two_runs(tmp_path)
     pack = tmp_path / "pack" / "train"
-    train_pack(runs, runtime, labels, pack)
+    summary = train_pack(runs, runtime, labels, pack)
+    # the pack records its models' state keys (what unpacking names the weights by), not the runs'
+    assert summary["state_keys"] == list(BumpDenoiser.from_config(runs[0]).state_dict())
     with pytest.raises(ValueError, match="no run 2 in a pack of 2"):
         unpack_run(pack, 2, tmp_path / "out" / "train")
     last = sorted((pack / "snapshots").glob("*.safetensors"))[-1]
@@ -98,6 +102,13 @@ def test_unpack_names_a_missing_run_or_a_corrupt_snapshot(tmp_path):
     save_file({"unrelated": torch.zeros(1)}, str(last))
     with pytest.raises(ValueError, match="not this run's model"):
         unpack_run(pack, 0, tmp_path / "out" / "train")
+    # a pack whose train.json has no state keys (written before packs recorded them)
+    info = json.loads((pack / "train.json").read_text())
+    del info["state_keys"]
+    (pack / "train.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="records no model state keys .* delete"):
+        unpack_run(pack, 0, tmp_path / "out" / "train")
+    assert not (tmp_path / "out" / "train").exists()
 
 
 def test_runs_of_different_shapes_do_not_pack(tmp_path):
