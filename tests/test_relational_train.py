@@ -225,6 +225,24 @@ def test_sinusoidal_text_position_embedding_values():
         sinusoidal_1d(5, 3)
 
 
+def test_only_learned_position_embeddings_are_saved_with_the_weights(tmp_path):
+    """A fixed sinusoidal embedding is rebuilt from the config (a non-persistent buffer), so
+    snapshots, resume states and packs' state keys hold trained weights only; a learned one is a
+    weight and is saved."""
+    section, _, _ = tiny_section(tmp_path)
+    run = run_definition(section, "baseline", "band", 0)
+    saved = {}
+    for kind in ("sinusoidal", "learned"):
+        model = RelationalDenoiser.from_config(
+            {**run, "model": {**run["model"], "pos_emb": kind, "text_pos_emb": kind}}, text_hidden_size=16
+        )
+        assert model.unet.conv_in.position.shape == (1, 8, 32, 16)
+        assert model.text_position.position.shape[-1] == 16
+        saved[kind] = sorted(key for key in model.state_dict() if key.endswith("position"))
+    assert saved["sinusoidal"] == []
+    assert saved["learned"] == ["text_position.position", "unet.conv_in.position"]
+
+
 def test_sampling_is_deterministic_and_holds_what_the_evaluator_reads(tmp_path):
     section, runtime, icons = tiny_section(tmp_path)
     run = run_definition(section, "baseline", "band", 0)
