@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffcomp.errors import ConfigError
+from diffcomp.relational.icons import nouns as noun_names
 from diffcomp.relational.relations import CAPTION_RELATIONS, caption, single_object_caption
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -673,7 +674,5 @@ def pretrain_shared_encoder(text_encoder: dict, vocab_size: int, out_file) -> st
     ``text_encoder`` (a run definition's) for the first ``vocab_size`` nouns and write its weights
     to ``out_file``, for every job that uses it (:func:`use_shared_pretraining`). Returns the key
     of the pretraining."""
-    from diffcomp.relational.icons import nouns
-
-    names = nouns(vocab_size)
+    names = noun_names(vocab_size)
     return write_shared_pretraining(caption_encoder({"text_encoder": text_encoder}, names), out_file)
