@@ -4,7 +4,8 @@
 triples (see :mod:`diffcomp.relational.audit`): it prints a table to stdout and, with
 ``--json``, writes the nested result ``{"visual": {...}, "linguistic": {...}, "coverage",
 "n_triples"}``. A file that cannot be audited exits with status 2, a message on stderr naming
-the file, line and problem, and no JSON file.
+the file, line and problem, and no JSON file. The file is streamed: memory grows with the number
+of distinct nouns, not with the number of triples.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Audit a training set of relational triples (Chang et al. 2024): completeness of each role and "
             "balance, in the visual view (o1 = top/left object) and the linguistic view (o1 = first-mentioned "
             "noun), and coverage of the 2 N (N - 1) triples. Duplicate triples count with multiplicity, "
-            "except in coverage."
+            "except in coverage. The file is streamed: its length does not change the memory needed."
         ),
     )
     audit.add_argument(
