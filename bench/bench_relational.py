@@ -59,8 +59,8 @@ from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sam
 from diffcomp.ema import ForeachEMA  # noqa: E402
 from diffcomp.io import write_csv  # noqa: E402
 from diffcomp.relational.config import experiment_names, experiment_settings, run_definition, split_specs  # noqa: E402
-from diffcomp.relational.contrastive import train_image_encoder  # noqa: E402
-from diffcomp.relational.data import triples_frame  # noqa: E402
+from diffcomp.relational.contrastive import train_image_encoder, training_pairs  # noqa: E402
+from diffcomp.relational.data import read_split_triples, triples_frame  # noqa: E402
 from diffcomp.relational.evaluate import predict_nouns  # noqa: E402
 from diffcomp.relational.icons import load_icons, nouns, pair_images, render_icons, save_icons  # noqa: E402
 from diffcomp.relational.splits import Split, all_triples  # noqa: E402
@@ -107,7 +107,7 @@ def bare_loop_seconds(
     settings = gpu_settings(training, device)
     apply_tf32(settings["tf32"])
     torch.manual_seed(run["seed"])
-    model, encoder = build_model(run, names, device)
+    model, encoder = build_model(run, names, device, split_triples=triples)
     if settings["channels_last"]:
         model.to(memory_format=torch.channels_last)
     conditioner = Conditioner(encoder, triple_captions(triples, names), device)
@@ -225,7 +225,8 @@ def bench_contrastive(section, split, runtime, icons_np, icons_npz, train_csv, s
     in alternating order over ``rounds``; the image encoder is trained first (its seconds reported)."""
     encoder_dir = tmp / "image_encoder"
     start = time.perf_counter()
-    summary = train_image_encoder(icons_np, section["image_encoder"], encoder_dir, threads=runtime["threads"])
+    pairs = training_pairs(read_split_triples(train_csv, load_icons(icons_npz)[1]))
+    summary = train_image_encoder(icons_np, pairs, section["image_encoder"], encoder_dir, threads=runtime["threads"])
     encoder_seconds = time.perf_counter() - start
     experiment = experiment_names(section)[0]
     base = run_definition(section, experiment, split, seed=section["seeds"][0])
@@ -259,7 +260,8 @@ def bench_contrastive(section, split, runtime, icons_np, icons_npz, train_csv, s
 
 def encode_rate(run: dict, names: list[str], device: torch.device) -> dict:
     """Captions/s of the frozen encoder over every two-object caption of ``names``: uncached, then cached."""
-    spec = {**run["text_encoder"], "trainable": False}
+    # its speed does not depend on its weights: no caption pretraining here
+    spec = {**run["text_encoder"], "trainable": False, "pretraining_steps": 0}
     encoder = caption_encoder({**run, "text_encoder": spec}, names).to(device)
     captions = triple_captions(all_triples(len(names)), names)
     seconds = []
@@ -325,7 +327,7 @@ def bench_sampling(
     """Generation of one checkpoint's samples with the trained weights, as sample_relational_run does it."""
     device = resolve_device(runtime["device"])
     triples, _ = sampling_triples(train_triples, test_triples, sampling["num_train"], sampling["num_test"], run["seed"])
-    model, encoder = build_model(run, names, device)
+    model, encoder = build_model(run, names, device, split_triples=train_triples)
     load_snapshot(read_snapshots(train_dir)[-1][1], model)
     conditioner = Conditioner(encoder, triple_captions(triples, names), device)
     steps = inference_steps(run["diffusion"], sampling)

@@ -32,8 +32,9 @@ sys.path.insert(0, str(REPO))
 from diffcomp.config import load_config  # noqa: E402
 from diffcomp.diffusion import ddpm_scheduler  # noqa: E402
 from diffcomp.relational.config import experiment_settings, run_definition, run_id  # noqa: E402
+from diffcomp.relational.data import read_split_triples  # noqa: E402
 from diffcomp.relational.icons import load_icons, pair_images  # noqa: E402
-from diffcomp.relational.train import Conditioner, build_model, read_split_triples, triple_captions  # noqa: E402
+from diffcomp.relational.train import Conditioner, build_model, triple_captions  # noqa: E402
 from diffcomp.training import load_snapshot, read_snapshots  # noqa: E402
 
 TIMESTEPS = (10, 30, 50, 70, 90)
@@ -44,7 +45,7 @@ def sensitivity(run: dict, icons_npz, train_csv, train_dir, timesteps=TIMESTEPS,
     """Rows (t, swap, partner) of one run's final snapshot on its training triples."""
     icons, names = load_icons(icons_npz)
     triples = read_split_triples(train_csv, names)
-    model, encoder = build_model(run, names, torch.device("cpu"))
+    model, encoder = build_model(run, names, torch.device("cpu"), split_triples=triples)
     step, path = read_snapshots(train_dir)[-1]
     load_snapshot(path, model)
     model.eval()

@@ -88,9 +88,35 @@ def validate_section(instance: dict, schema_name: str, prefix: str = "") -> dict
     return instance
 
 
+# Keys an older config may still hold, with what to do instead: named before the schema's
+# generic "additional properties" error, so the message says what changed.
+RETIRED_KEYS = {
+    "relational.model.self_attention": (
+        "this key was removed: diffusers' UNetMidBlock2DCrossAttn, the only attention block of the "
+        "shipped relational models, always keeps its self-attention, so the key changed nothing there; delete it"
+    ),
+}
+
+
+def check_retired_keys(config: dict) -> None:
+    """ConfigError naming each retired key the config still holds (:data:`RETIRED_KEYS`)."""
+    found = []
+    for dotted, advice in RETIRED_KEYS.items():
+        node = config
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        else:
+            found.append(f"  {dotted}: {advice}")
+    if found:
+        raise ConfigError("invalid configuration:\n" + "\n".join(found))
+
+
 def validate_config(config: dict) -> dict:
     """Validate a whole workflow config; returns a deep copy with defaults filled in."""
     config = copy.deepcopy(dict(config))
+    check_retired_keys(config)
     validate_section(config, "config")
     if "bumps" in config:
         validate_section(config["bumps"], "bumps", "bumps")

@@ -340,10 +340,10 @@ class _Gradients:
 _real_pretraining_state = relational_text._pretraining_state
 
 
-def _two_pretraining_steps(config, tokenizer, nouns, seed, steps):
+def _two_pretraining_steps(config, tokenizer, nouns, roles, seed, steps):
     """t5-scratch's caption pretraining for at most two steps: on fake tensors with zero gradients it
     computes nothing, and its 400 steps of the quick config took minutes of dispatch."""
-    return _real_pretraining_state(config, tokenizer, nouns, seed, min(steps, 2))
+    return _real_pretraining_state(config, tokenizer, nouns, roles, seed, min(steps, 2))
 
 
 @contextlib.contextmanager

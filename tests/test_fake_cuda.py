@@ -20,7 +20,7 @@ import torch
 from fake_cuda import FAKE_CUDA, FakeCudaApi, MemoryCheckpoints, devices, fake_cuda, load_cuda_device_guard
 from test_bumps_pack import two_runs
 from test_bumps_train import tiny_run
-from test_relational_train import N, tiny_section
+from test_relational_train import tiny_section
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from diffcomp.bumps import train as bumps_train
@@ -166,11 +166,15 @@ def test_relational_runs_train_and_resume_on_cuda(tmp_path, monkeypatch):
     assert any(key.startswith("text_encoder.") for key in state["model"])  # the encoder trains on the device
 
     pre_section, pre_runtime, pre_icons = tiny_section(tmp_path / "pre", pretraining_steps=4)
-    pretrain = pretrain_definition(pre_section, "baseline", N, 0)
+    pretrain = pretrain_definition(pre_section, "baseline", "band", 0)
     checkpoints = MemoryCheckpoints(monkeypatch)
     with fake_cuda():
         summary = train_relational_run(
-            pretrain, {**pre_runtime, "cuda_graph": True, "device": CUDA}, pre_icons, tmp_path / "pre" / "train"
+            pretrain,
+            {**pre_runtime, "cuda_graph": True, "device": CUDA},
+            pre_icons,
+            tmp_path / "pre" / "train",
+            train_csv=tmp_path / "pre" / "train.csv",
         )
     assert summary["device"] == CUDA and summary["cuda_graph"] is True
 

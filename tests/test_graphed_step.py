@@ -413,14 +413,19 @@ def test_relational_interventions_and_pretraining_pass_the_capture_audit(tmp_pat
     assert (out / "train.json").exists() and (tmp_path / "c" / "train" / "train.json").exists()
 
     # a single-object pretraining run (its batches place one icon in the top or the bottom half)
-    from test_relational_train import N
 
     from diffcomp.relational.config import pretrain_definition
 
     (tmp_path / "pre").mkdir()
     section, runtime, icons = tiny_section(tmp_path / "pre", pretraining_steps=4)
-    pretrain = pretrain_definition(section, "baseline", N, 0)
-    train_relational_run(pretrain, {**runtime, "cuda_graph": True}, icons, tmp_path / "pre" / "train")
+    pretrain = pretrain_definition(section, "baseline", "band", 0)
+    train_relational_run(
+        pretrain,
+        {**runtime, "cuda_graph": True},
+        icons,
+        tmp_path / "pre" / "train",
+        train_csv=tmp_path / "pre" / "train.csv",
+    )
     assert (tmp_path / "pre" / "train" / "train.json").exists()
 
 

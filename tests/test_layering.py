@@ -343,7 +343,13 @@ def test_jobs_without_a_diffusion_model_do_not_import_diffusers(tmp_path):
         [
             *imports,
             "import sys",
-            f"pretrain_shared_encoder({spec!r}, 3, {str(tmp_path / 'encoder.safetensors')!r})",
+            "from diffcomp.io import write_csv",
+            "from diffcomp.relational.data import triples_frame",
+            "from diffcomp.relational.icons import nouns",
+            "from diffcomp.relational.splits import all_triples",
+            f"write_csv({str(tmp_path / 'train.csv')!r}, triples_frame(all_triples(3), nouns(3)))",
+            f"pretrain_shared_encoder({spec!r}, 3, {str(tmp_path / 'train.csv')!r}, "
+            f"{str(tmp_path / 'encoder.safetensors')!r})",
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'diffusers'))",
         ]
     )

@@ -17,9 +17,10 @@ from diffcomp.relational.contrastive import (
     load_image_encoder,
     nt_xent,
     train_image_encoder,
+    training_pairs,
 )
 from diffcomp.relational.icons import render_icons
-from diffcomp.relational.splits import Split
+from diffcomp.relational.splits import Split, all_triples
 from diffcomp.relational.train import train_relational_run
 
 ENCODER = {"width": 4, "embedding_dim": 8, "steps": 150, "batch_size": 32, "learning_rate": 0.005, "noise_max": 0.3}
@@ -76,9 +77,11 @@ def test_caption_partners_pair_the_two_captions_of_one_image():
 def test_image_encoder_learns_the_icons_deterministically_and_loads_checked(tmp_path):
     icons = render_icons(N, 16)
     spec = {**ENCODER, "seed": 3}
-    summary = train_image_encoder(icons, spec, tmp_path / "a")
+    every_pair = training_pairs(all_triples(N))
+    summary = train_image_encoder(icons, every_pair, spec, tmp_path / "a")
     assert summary["accuracy_noise0.0"] == 1.0  # both nouns of every ordered pair of distinct icons
-    train_image_encoder(icons, spec, tmp_path / "b")
+    assert summary["training_pairs"] == N * (N - 1)
+    train_image_encoder(icons, every_pair, spec, tmp_path / "b")
     assert (tmp_path / "a" / WEIGHTS_FILE).read_bytes() == (tmp_path / "b" / WEIGHTS_FILE).read_bytes()
     encoder = load_image_encoder(tmp_path / "a", 16, N, spec)
     assert not any(p.requires_grad for p in encoder.parameters())
@@ -95,7 +98,8 @@ def contrastive_section(tmp_path, **weights_):
     section, runtime, icons = tiny_section(tmp_path)
     section["experiments"].append({"name": "contrastive", "contrastive": {"temperature": 0.5, **weights_}})
     section["image_encoder"] = {**ENCODER, "seed": 0}
-    train_image_encoder(render_icons(N, 16), section["image_encoder"], tmp_path / "encoder")
+    train = Split.from_config(section["splits"][0]).triples()[0]
+    train_image_encoder(render_icons(N, 16), training_pairs(train), section["image_encoder"], tmp_path / "encoder")
     return section, runtime, icons
 
 
@@ -274,7 +278,7 @@ def test_clean_estimate_inverts_the_noising():
 
 def test_image_encoder_trained_with_other_settings_is_refused(tmp_path):
     spec = {**ENCODER, "seed": 0, "steps": 5}
-    train_image_encoder(render_icons(N, 16), spec, tmp_path / "enc")
+    train_image_encoder(render_icons(N, 16), training_pairs(all_triples(N)), spec, tmp_path / "enc")
     with pytest.raises(ValueError, match=r"trained with other settings than relational.image_encoder \(\['seed'\]\)"):
         load_image_encoder(tmp_path / "enc", 16, N, {**spec, "seed": 1})
     (tmp_path / "enc" / "encoder.json").unlink()

@@ -51,7 +51,7 @@ def test_an_experiments_guidance_reaches_its_runs_pretraining_and_samples_only()
     run = run_definition(section, "cfg", "band", 0)
     assert run["training"]["condition_dropout"] == 0.1
     assert run["init"]["training"]["condition_dropout"] == 0.1  # its pretraining run
-    assert pretrain_definition(section, "cfg", 4, 0)["training"]["condition_dropout"] == 0.1
+    assert pretrain_definition(section, "cfg", "band", 0)["training"]["condition_dropout"] == 0.1
     assert sampling_definition(section, "cfg") == {**section["sampling"], "guidance_scale": 2.0}
     # a projection fine-tunes without dropout, on the guided base, and samples as the base does
     projection = run_definition(section, "cfg_wiclp", "band", 0)

@@ -11,6 +11,7 @@ from diffcomp.config import ConfigError
 from diffcomp.relational import text
 from diffcomp.relational.icons import nouns
 from diffcomp.relational.relations import caption, single_object_caption
+from diffcomp.relational.splits import Split, all_triples
 from diffcomp.relational.text import (
     EOS,
     PAD,
@@ -444,27 +445,32 @@ def test_caption_pretraining_puts_each_nouns_role_in_its_token_state():
     """A random frozen encoder barely says which noun is on top (measured: 0.66 on held-out pairs);
     after 400 steps of caption pretraining a linear probe reads it (measured: 1.00)."""
     names = nouns(8)
+    every_triple = all_triples(8)  # the objective's effect, on every caption (no split here)
     random_encoder = build_caption_encoder("t5-scratch", names, seed=0, **SMALL)
-    pretrained = build_caption_encoder("t5-scratch", names, seed=0, pretraining_steps=400, **SMALL)
+    pretrained = build_caption_encoder(
+        "t5-scratch", names, seed=0, pretraining_steps=400, pretraining_triples=every_triple, **SMALL
+    )
     assert role_probe_accuracy(random_encoder, names) < 0.8
     assert role_probe_accuracy(pretrained, names) > 0.95
 
 
 def test_caption_pretraining_is_deterministic_and_leaves_the_caller_alone():
     names = nouns(6)
+    train = Split("band", "band", 6, params={"m": 1}).triples()[0]
+    pretraining = {"pretraining_steps": 50, "pretraining_triples": train}
     torch.manual_seed(11)
     expected_next = torch.rand(1)
     torch.manual_seed(11)
     threads = torch.get_num_threads()
-    a = build_caption_encoder("t5-scratch", names, seed=2, pretraining_steps=50, **SMALL)
+    a = build_caption_encoder("t5-scratch", names, seed=2, **pretraining, **SMALL)
     assert torch.equal(torch.rand(1), expected_next)  # the global RNG is untouched
     assert torch.get_num_threads() == threads
     text._cached_pretraining_state.cache_clear()  # computed again, not looked up
-    b = build_caption_encoder("t5-scratch", names, seed=2, pretraining_steps=50, **SMALL)
+    b = build_caption_encoder("t5-scratch", names, seed=2, **pretraining, **SMALL)
     random_init = build_caption_encoder("t5-scratch", names, seed=2, **SMALL)
     text._cached_pretraining_state.cache_clear()
     with torch.no_grad():  # built inside a caller's no_grad (an evaluation script): the same weights
-        c = build_caption_encoder("t5-scratch", names, seed=2, pretraining_steps=50, **SMALL)
+        c = build_caption_encoder("t5-scratch", names, seed=2, **pretraining, **SMALL)
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
         assert torch.equal(value, c.state_dict()[key]), key
@@ -496,6 +502,18 @@ def no_shared_pretraining(monkeypatch):
     text._cached_pretraining_state.cache_clear()
 
 
+BAND4 = {"name": "band", "family": "band", "vocab_size": 4, "m": 1}
+
+
+def write_train_csv(path, split_spec) -> np.ndarray:
+    from diffcomp.io import write_csv
+    from diffcomp.relational.data import triples_frame
+
+    train = Split.from_config(split_spec).triples()[0]
+    write_csv(path, triples_frame(train, nouns(split_spec["vocab_size"])))
+    return train
+
+
 def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
     tmp_path, no_shared_pretraining, monkeypatch, caplog
 ):
@@ -504,39 +522,68 @@ def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
 
     spec = {"name": "t5-scratch", "seed": 3, "trainable": False, **SMALL, "max_length": 12, "pretraining_steps": 30}
     names = nouns(4)
-    path = tmp_path / f"N4_{shared_text_encoder(spec)}.safetensors"
-    key = pretrain_shared_encoder(spec, 4, path)
-    pretrained_here = caption_encoder({"text_encoder": spec}, names)  # the process cache: no new training
+    train = write_train_csv(tmp_path / "train.csv", BAND4)
+    path = tmp_path / f"{shared_text_encoder(spec, BAND4)}.safetensors"
+    key = pretrain_shared_encoder(spec, 4, tmp_path / "train.csv", path)
+    # the process cache: no new training
+    pretrained_here = caption_encoder({"text_encoder": spec}, names, pretraining_triples=train)
 
     text._cached_pretraining_state.cache_clear()
     text.use_shared_pretraining([str(path)])
     assert text._SHARED_PRETRAINING == {key: path}
     with monkeypatch.context() as patch:
         patch.setattr(text, "_pretraining_state", lambda *a: pytest.fail("pretrained again despite the file"))
-        loaded = caption_encoder({"text_encoder": spec}, names)
+        loaded = caption_encoder({"text_encoder": spec}, names, pretraining_triples=train)
     for name, value in pretrained_here.model.state_dict().items():
         assert torch.equal(value, loaded.model.state_dict()[name]), name
     captions = [caption(names[0], names[1], 0), caption(names[1], names[0], 0)]
     assert torch.equal(pretrained_here.encode(captions)[0], loaded.encode(captions)[0])
 
-    # another seed is another pretraining: the registered file is not used for it, and the log says so
+    # another seed, or other captions, is another pretraining: the registered file is not used
+    # for it, and the log says so
     assert text._SHARED_PRETRAINING == {key: path}
     with caplog.at_level("WARNING", logger="diffcomp.relational.text"):
-        other = caption_encoder({"text_encoder": {**spec, "seed": 4}}, names)
+        other = caption_encoder({"text_encoder": {**spec, "seed": 4}}, names, pretraining_triples=train)
     assert not torch.equal(other.model.shared.weight, loaded.model.shared.weight)
+    assert "no registered caption-pretrained file holds this encoder's pretraining" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="diffcomp.relational.text"):
+        caption_encoder({"text_encoder": spec}, names, pretraining_triples=train[1:])
     assert "no registered caption-pretrained file holds this encoder's pretraining" in caplog.text
 
 
-def test_shared_text_encoder_ids_follow_what_determines_the_weights():
+def test_caption_pretraining_needs_the_captions_it_reads():
+    with pytest.raises(ValueError, match="pass the split's training triples"):
+        build_caption_encoder("t5-scratch", nouns(4), seed=0, pretraining_steps=5, **SMALL)
+
+
+def test_shared_text_encoder_ids_follow_what_determines_the_weights(monkeypatch):
     from diffcomp.relational.config import shared_text_encoder
 
     spec = {"name": "t5-scratch", "seed": 0, "trainable": False, **SMALL, "max_length": 12, "pretraining_steps": 400}
-    key = shared_text_encoder(spec)
-    assert len(key) == 12 and shared_text_encoder({**spec, "trainable": True}) == key
+    key = shared_text_encoder(spec, BAND4)
+    assert len(key) == 12 and shared_text_encoder({**spec, "trainable": True}, BAND4) == key
     for change in ({"seed": 1}, {"pretraining_steps": 300}, {"d_model": 16}, {"max_length": 16}):
-        assert shared_text_encoder({**spec, **change}) not in (None, key), change
-    assert shared_text_encoder({**spec, "pretraining_steps": 0}) is None
-    assert shared_text_encoder({**spec, "name": "minilm"}) is None
+        assert shared_text_encoder({**spec, **change}, BAND4) not in (None, key), change
+    # the split whose captions it reads
+    for split in ({**BAND4, "vocab_size": 6}, {**BAND4, "name": "other"}, {**BAND4, "family": "bipartite"}):
+        assert shared_text_encoder(spec, split) not in (None, key), split
+    # the objective and its optimiser settings
+    for setting, value in (("learning_rate", 1e-3), ("batch_size", 64), ("objective", "another")):
+        monkeypatch.setitem(text.PRETRAINING_SETTINGS, setting, value)
+        assert shared_text_encoder(spec, BAND4) not in (None, key), setting
+        monkeypatch.undo()
+    assert shared_text_encoder(spec, BAND4) == key
+    assert shared_text_encoder({**spec, "pretraining_steps": 0}, BAND4) is None
+    assert shared_text_encoder({**spec, "name": "minilm"}, BAND4) is None
+
+
+def test_the_pretraining_key_follows_the_optimiser_settings(monkeypatch):
+    """A file written under other pretraining settings is never loaded as this pretraining."""
+    args = ("{}", ["a"], 12, ["star"], [("a star.", 0, 1)], 0, 10)
+    key = text._pretraining_key(*args)
+    monkeypatch.setitem(text.PRETRAINING_SETTINGS, "learning_rate", 1e-3)
+    assert text._pretraining_key(*args) != key
 
 
 def test_a_corrupt_or_foreign_shared_pretraining_file_is_named(tmp_path, no_shared_pretraining):

@@ -109,10 +109,10 @@ def test_nan_loss_stops_before_any_checkpoint(tmp_path, monkeypatch):
 
 def test_pair_training_starts_from_the_pretraining_weights(tmp_path):
     section, runtime, icons = tiny_section(tmp_path, pretraining_steps=8)
-    pretrain = pretrain_definition(section, "baseline", N, 0)
+    pretrain = pretrain_definition(section, "baseline", "band", 0)
     assert pretrain["training"]["steps"] == 8 and pretrain["stage"] == "pretrain"
     pre_dir = tmp_path / "pre" / "train"
-    summary = train_relational_run(pretrain, runtime, icons, pre_dir)
+    summary = train_relational_run(pretrain, runtime, icons, pre_dir, train_csv=tmp_path / "train.csv")
     assert summary["captions"] == N  # "an image of a {noun}." for each noun
 
     run = run_definition(section, "baseline", "band", 0)
@@ -280,12 +280,9 @@ def test_corrupt_snapshot_is_a_clear_error(tmp_path):
         sample_relational_run(*args, tmp_path / "samples")
 
 
-@pytest.mark.parametrize("self_attention", [False, True])
-def test_self_attention_key_acts_on_the_down_and_up_blocks_and_the_mid_block_keeps_its_own(self_attention):
-    """config.yaml's model (cross-attention only in the mid-block) with self_attention off or on:
-    diffusers' UNetMidBlock2DCrossAttn has no only_cross_attention, so its transformer block
-    attends to itself, then to the caption, either way; with cross-attention at level 0 as well,
-    the key decides whether that level's blocks attend to themselves first."""
+def test_every_transformer_block_attends_to_itself_then_to_the_caption():
+    """config.yaml's model (cross-attention only in the mid-block): diffusers' UNetMidBlock2DCrossAttn
+    attends to itself, then to the caption; blocks at a cross-attention level do the same."""
     from diffusers.models.attention_processor import Attention
 
     def attentions(levels):
@@ -297,7 +294,6 @@ def test_self_attention_key_acts_on_the_down_and_up_blocks_and_the_mid_block_kee
             cross_attention_levels=levels,
             cross_attention_dim=32,
             norm_num_groups=8,
-            self_attention=self_attention,
         )
         return {
             name.removeprefix("unet."): "cross" if module.is_cross_attention else "self"
@@ -309,10 +305,52 @@ def test_self_attention_key_acts_on_the_down_and_up_blocks_and_the_mid_block_kee
     mid["mid_block.attentions.0.transformer_blocks.0.attn2"] = "cross"
     assert attentions([]) == mid
     level0 = {name: kind for name, kind in attentions([0]).items() if not name.startswith("mid_block")}
-    first = "self" if self_attention else "cross"
     assert level0 == {
-        "down_blocks.0.attentions.0.transformer_blocks.0.attn1": first,
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1": "self",
         "down_blocks.0.attentions.0.transformer_blocks.0.attn2": "cross",
-        **{f"up_blocks.1.attentions.{k}.transformer_blocks.0.attn1": first for k in range(2)},
+        **{f"up_blocks.1.attentions.{k}.transformer_blocks.0.attn1": "self" for k in range(2)},
         **{f"up_blocks.1.attentions.{k}.transformer_blocks.0.attn2": "cross" for k in range(2)},
     }
+
+
+def test_the_retired_self_attention_key_is_refused_with_what_to_do():
+    from diffcomp.config import ConfigError
+
+    config = {"relational": {**TINY["relational"], "model": {**TINY_RELATIONAL_MODEL, "self_attention": False}}}
+    with pytest.raises(ConfigError, match=r"relational.model.self_attention: this key was removed.*delete it"):
+        validate_config(config)
+
+
+def test_circular_vertical_padding_without_a_position_embedding_cannot_tell_top_from_bottom():
+    """Rolling the image by half its height swaps its icons. With circular vertical padding and no
+    position embedding the denoiser commutes with that roll, so nothing in it knows which icon is
+    on top; with zero padding (the border) or a position embedding it does not."""
+    size = dict(icon_size=16, text_hidden_size=16, block_out_channels=(8, 16), layers_per_block=1)
+    size.update(cross_attention_levels=[], cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 32, 16, generator=generator)
+    condition = (torch.randn(2, 5, 16, generator=generator), torch.ones(2, 5, dtype=torch.long))
+    timesteps = torch.tensor([3, 7])
+
+    def swap(images):
+        return torch.roll(images, 16, dims=2)
+
+    keys = set()
+    for pos_emb, padding, blind in [
+        ("none", "circular", True),
+        ("none", "zeros", False),
+        ("sinusoidal", "circular", False),
+    ]:
+        torch.manual_seed(0)
+        model = RelationalDenoiser(pos_emb=pos_emb, vertical_padding=padding, **size).eval()
+        with torch.no_grad():
+            swapped_output, output_of_swapped = (
+                swap(model(x, timesteps, condition)),
+                model(swap(x), timesteps, condition),
+            )
+        assert torch.allclose(swapped_output, output_of_swapped, atol=1e-5) == blind, (pos_emb, padding)
+        if pos_emb == "none":
+            keys.add(tuple(model.state_dict()))
+    assert len(keys) == 1  # the same weights either way: only the padding differs
+    with pytest.raises(ValueError, match="vertical_padding must be one of"):
+        RelationalDenoiser(vertical_padding="reflect", **size)

@@ -147,8 +147,10 @@ def test_trained_study_writes_metrics_and_every_figure(trained):
     params = metrics.groupby("experiment")["intervention_params"].first().to_dict()
     assert params["contrastive"] == "fake_to_fake=0.2 fake_to_real=0.2 temperature=0.5" and params["baseline"] == "none"
     assert params["wiclp"].startswith("base=baseline variant=window window=2")
-    encoder = json.loads((results / "vocab/N4_S16/image_encoder/encoder.json").read_text())
+    # the contrastive run's image encoder, trained on its split's training images only
+    encoder = json.loads((results / "image_encoders/band/encoder.json").read_text())
     assert encoder["spec"]["steps"] == 20 and 0 <= encoder["accuracy_noise0.0"] <= 1
+    assert encoder["training_pairs"] == 8  # band(m=1) at N = 4: each noun with its 2 neighbours
     assert metrics["train_accuracy"].between(0, 1).all() and metrics["test_accuracy"].between(0, 1).all()
     assert set(metrics.loc[metrics["experiment"] == "no_pos_emb", "pos_emb"]) == {"none"}
     assert set(metrics["encoder"]) == {"t5-scratch-captions"}  # caption-pretrained (encoder_label)
@@ -162,20 +164,24 @@ def test_trained_study_writes_metrics_and_every_figure(trained):
     assert len(summary) == 6 and summary["n_seeds"].eq(1).all()  # one row per (experiment, split)
     assert summary.loc[summary["experiment"] == "baseline", "n_paired"].eq(0).all()
     assert summary.loc[summary["experiment"] == "wiclp", "n_paired"].tolist() == [1]
-    # the two-stage DAG: one pretraining run per (experiment, vocabulary, seed)
-    assert (results / "pretrain" / "baseline" / "N4" / "seed0" / "train" / "train.json").exists()
-    assert (results / "pretrain" / "no_pos_emb" / "N4" / "seed0" / "train" / "train.json").exists()
+    # the two-stage DAG: one pretraining run per (experiment, split, seed), since its text encoder
+    # is the split's
+    for experiment, split in [("baseline", "band"), ("baseline", "bipartite"), ("no_pos_emb", "band")]:
+        assert (results / "pretrain" / experiment / split / "seed0" / "train" / "train.json").exists()
     # the contrastive experiment pretrains exactly as the baseline does: it starts from the baseline's
     assert not (results / "pretrain" / "contrastive").exists()
     assert (trained / "results/benchmarks/relational/train/baseline_band_seed0.tsv").exists()
     assert "loss=" in (trained / "results/logs/relational/train/baseline_band_seed0.log").read_text()
-    # one caption-pretrained encoder, pretrained once and loaded by every training and sampling job
-    (shared,) = (results / "text_encoders").glob("N4_*.safetensors")
+    # one caption-pretrained encoder per split, pretrained once on the split's training captions
+    # and loaded by every training and sampling job of that split
+    shared = {path.parent.name: path for path in (results / "text_encoders").glob("*/*.safetensors")}
+    assert sorted(shared) == ["band", "bipartite", "random"]
     logs = trained / "results" / "logs" / "relational"
     loaded = [*logs.glob("train/*.log"), *logs.glob("pretrain/*.log"), *logs.glob("sample/*.log")]
-    assert len(loaded) == 6 + 2 + 6
+    assert len(loaded) == 6 + 4 + 6
     for log in loaded:
-        assert f"caption pretraining loaded from {shared.relative_to(trained)}" in log.read_text(), log
+        split = next(name for name in shared if f"_{name}_seed" in log.name)
+        assert f"caption pretraining loaded from {shared[split].relative_to(trained)}" in log.read_text(), log
 
 
 @pytest.mark.slow
@@ -191,8 +197,8 @@ def test_changed_encoder_reruns_relational_training_and_downstream_but_no_bump_j
     # the projection run follows its base (pretraining runs: baseline, whose pretraining the
     # contrastive experiment shares, and no_pos_emb); the image encoder does not depend on the text
     # encoder
-    assert planned.get("relational_text_encoder") == 1
-    assert planned.get("relational_pretrain") == 2 and planned.get("relational_train") == 6
+    assert planned.get("relational_text_encoder") == 3  # one per split
+    assert planned.get("relational_pretrain") == 4 and planned.get("relational_train") == 6
     assert planned.get("relational_sample") == 6 and planned.get("relational_evaluate") == 6
     assert planned.get("relational_metrics") == 1 and planned.get("relational_figure") == 6
     assert "relational_image_encoder" not in planned

@@ -78,8 +78,9 @@ def experiment_settings(section: dict, name: str) -> dict:
     if "text_encoder_pretraining_steps" in spec:
         text_encoder["pretraining_steps"] = spec["text_encoder_pretraining_steps"]
     model = dict(section["model"])
-    if "pos_emb" in spec:
-        model["pos_emb"] = spec["pos_emb"]
+    for key in ("pos_emb", "vertical_padding"):
+        if key in spec:
+            model[key] = spec[key]
     splits = spec.get("splits") or list(split_specs(section))
     contrastive = dict(spec["contrastive"]) if "contrastive" in spec else None
     return {
@@ -148,27 +149,42 @@ def encoder_label(text_encoder: dict) -> str:
 _PRETRAINING_KEYS = ("seed", "d_model", "num_layers", "num_heads", "d_ff", "max_length", "pretraining_steps")
 
 
-def shared_text_encoder(text_encoder: dict) -> str | None:
-    """The id of the caption-pretrained weights an encoder starts from, which one job pretrains
-    for every run and sampling job that uses them (rule relational_text_encoder); None for an
-    encoder without caption pretraining. Whether it is trained with the UNet does not matter."""
+def run_text_encoder(text_encoder: dict, seed: int) -> dict:
+    """An experiment's text encoder as its run of seed ``seed`` uses it: t5-scratch's initial
+    weights and caption-pretraining batches are drawn from ``text_encoder.seed + seed``, so each
+    run seed has its own encoder and an interval over seeds includes the encoder's variation."""
+    return {**text_encoder, "seed": text_encoder["seed"] + seed}
+
+
+def shared_text_encoder(text_encoder: dict, split: dict) -> str | None:
+    """The id of the caption-pretrained weights a run's encoder (``text_encoder``, as
+    :func:`run_text_encoder` gives it) starts from on ``split`` (its spec), which one job
+    pretrains on the split's training captions for every run and sampling job that uses them
+    (rule relational_text_encoder); None for an encoder without caption pretraining. It covers
+    everything that changes those weights: the encoder's sizes and seed, the steps, the split,
+    and the objective with its optimiser settings. Whether the encoder is then trained with the
+    UNet does not matter."""
     if text_encoder["name"] != "t5-scratch" or not text_encoder.get("pretraining_steps"):
         return None
     import hashlib
     import json
 
+    from diffcomp.relational.text import PRETRAINING_SETTINGS
+
     keys = {key: text_encoder.get(key) for key in _PRETRAINING_KEYS}
-    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+    blob = json.dumps({"encoder": keys, "split": dict(split), "pretraining": PRETRAINING_SETTINGS}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def shared_text_encoders(section: dict) -> dict[str, dict]:
-    """Every experiment's caption-pretrained encoder by :func:`shared_text_encoder` id."""
+def shared_text_encoders(section: dict) -> dict[tuple[str, str], dict]:
+    """Every run's caption-pretrained encoder, by (split name, :func:`shared_text_encoder` id)."""
+    specs = split_specs(section)
     shared = {}
-    for name in experiment_names(section):
-        encoder = experiment_settings(section, name)["text_encoder"]
-        key = shared_text_encoder(encoder)
+    for experiment, split, seed in runs(section):
+        encoder = run_text_encoder(experiment_settings(section, experiment)["text_encoder"], seed)
+        key = shared_text_encoder(encoder, specs[split])
         if key is not None:
-            shared.setdefault(key, encoder)
+            shared.setdefault((split, key), encoder)
     return shared
 
 
@@ -194,15 +210,19 @@ def _training_semantics(section: dict, settings: dict | None = None) -> dict:
     return {**training, "condition_dropout": dropout} if dropout else training
 
 
-def pretrain_definition(section: dict, experiment: str, vocab_size: int, seed: int) -> dict:
-    """What determines the weights of a single-object pretraining run."""
+def pretrain_definition(section: dict, experiment: str, split: str, seed: int) -> dict:
+    """What determines the weights of a single-object pretraining run. It belongs to a split:
+    its text encoder is the one the split's pair runs use, caption-pretrained on that split's
+    training captions only."""
     settings = experiment_settings(section, experiment)
+    spec = split_specs(section)[split]
     return {
         "stage": "pretrain",
         "icon_size": section["icon_size"],
-        "vocab_size": vocab_size,
+        "vocab_size": spec["vocab_size"],
+        "split": spec,
         "seed": seed,
-        "text_encoder": settings["text_encoder"],
+        "text_encoder": run_text_encoder(settings["text_encoder"], seed),
         "model": settings["model"],
         "diffusion": section["diffusion"],
         "training": {**_training_semantics(section, settings), "steps": section["pretraining_steps"]},
@@ -213,10 +233,14 @@ def pretrain_experiment(section: dict, experiment: str) -> str:
     """The experiment whose pretraining runs ``experiment`` starts from: the first one, in config
     order, with the same pretraining settings (model and encoder), so that experiments differing
     only in their pair training (contrastive losses) share one pretraining run."""
-    own = pretrain_definition(section, experiment, 0, 0)
+
+    def settings(name: str) -> tuple:
+        own = experiment_settings(section, name)
+        return own["text_encoder"], own["model"], _training_semantics(section, own)
+
     for name in experiment_names(section):
         if "projection" not in next(e for e in section["experiments"] if e["name"] == name):
-            if pretrain_definition(section, name, 0, 0) == own:
+            if settings(name) == settings(experiment):
                 return name
     return experiment
 
@@ -233,7 +257,7 @@ def run_definition(section: dict, experiment: str, split: str, seed: int) -> dic
         "icon_size": section["icon_size"],
         "split": spec,
         "seed": seed,
-        "text_encoder": settings["text_encoder"],
+        "text_encoder": run_text_encoder(settings["text_encoder"], seed),
         "model": settings["model"],
         "diffusion": section["diffusion"],
     }
@@ -248,9 +272,7 @@ def run_definition(section: dict, experiment: str, split: str, seed: int) -> dic
         }
         init = run_definition(section, projection["base"], split, seed)
         return {**run, "stage": "projection", "training": training, "projection": projection, "init": init}
-    pretrain = (
-        pretrain_definition(section, experiment, spec["vocab_size"], seed) if section["pretraining_steps"] else None
-    )
+    pretrain = pretrain_definition(section, experiment, split, seed) if section["pretraining_steps"] else None
     run = {**run, "stage": "pairs", "training": _training_semantics(section, settings), "init": pretrain}
     if settings["contrastive"]:
         run["contrastive"] = settings["contrastive"]
@@ -297,6 +319,7 @@ def check_projection_experiment(section: dict, spec: dict, where: str, earlier: 
         "text_encoder_trainable",
         "text_encoder_pretraining_steps",
         "pos_emb",
+        "vertical_padding",
         "contrastive",
         "guidance",
     )

@@ -13,10 +13,10 @@ sampled timestep), by a frozen image encoder:
   images of the batch are the negatives.
 
 The image encoder (:class:`PairImageEncoder`) is a small CNN classifier of the two nouns of a
-pair image, trained first by the pipeline on renders of the vocabulary's icons (random ordered
-pairs of distinct icons, with additive noise so that blurry, noisy x0_hat still encode sensibly)
-and frozen; its penultimate layer is the encoding. It is trained once per vocabulary, on images
-only: no caption and no split is involved.
+pair image, trained first by the pipeline on renders of the split's training images (the ordered
+pairs of its training triples, with additive noise so that blurry, noisy x0_hat still encode
+sensibly) and frozen; its penultimate layer is the encoding. It is trained once per split, on
+images only, and never sees a pair the split holds out.
 
 Rows of the batch showing the same image (the same pair drawn twice, or its other caption) are
 not counted as negatives of each other.
@@ -75,16 +75,28 @@ def _pair_images(icons: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor) -
     return torch.cat([icons[top], icons[bottom]], dim=1).unsqueeze(1)
 
 
-def train_image_encoder(icons_np: np.ndarray, spec: dict, out_dir, *, threads: int = 1) -> dict:
-    """Train the frozen image encoder of a vocabulary; writes ``out_dir/{weights,encoder}`` and returns the summary.
+def training_pairs(triples: np.ndarray) -> np.ndarray:
+    """The distinct ordered pairs (top, bottom) of index ``triples``, sorted: the images a split
+    trains on, and all the image encoder may see. int64 (n, 2)."""
+    return np.unique(np.asarray(triples, dtype=np.int64)[:, :2], axis=0)
+
+
+def train_image_encoder(icons_np: np.ndarray, pairs: np.ndarray, spec: dict, out_dir, *, threads: int = 1) -> dict:
+    """Train the frozen image encoder of a split on its training images ``pairs`` ((top, bottom)
+    index rows, :func:`training_pairs`); writes ``out_dir/{weights,encoder}`` and returns the summary.
 
     ``spec``: the config's ``relational.image_encoder`` (width, embedding_dim, steps, batch_size,
-    learning_rate, noise_max, seed). Deterministic for a given spec and icon set (CPU).
+    learning_rate, noise_max, seed). Deterministic for a given spec, icon set and pairs (CPU).
     """
     torch.set_num_threads(threads)
     vocab_size, icon_size = len(icons_np), icons_np.shape[1]
     if vocab_size < 2:
         raise ValueError(f"the image encoder needs at least 2 icons, got {vocab_size}")
+    pairs = torch.from_numpy(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+    if len(pairs) == 0:
+        raise ValueError("the image encoder needs at least one training image (pair)")
+    if (pairs < 0).any() or (pairs >= vocab_size).any() or (pairs[:, 0] == pairs[:, 1]).any():
+        raise ValueError(f"image encoder pairs must be two distinct nouns of the {vocab_size}-noun vocabulary")
     generator = torch.Generator().manual_seed(spec["seed"])
     torch.manual_seed(spec["seed"])  # the layers' initial weights
     model = PairImageEncoder(icon_size, vocab_size, spec["width"], spec["embedding_dim"])
@@ -92,9 +104,7 @@ def train_image_encoder(icons_np: np.ndarray, spec: dict, out_dir, *, threads: i
     icons = torch.from_numpy(icons_np) * 2.0 - 1.0
     batch = spec["batch_size"]
     for step in range(spec["steps"]):
-        top = torch.randint(vocab_size, (batch,), generator=generator)
-        # a distinct bottom noun: shift by 1..N-1
-        bottom = (top + 1 + torch.randint(vocab_size - 1, (batch,), generator=generator)) % vocab_size
+        top, bottom = pairs[torch.randint(len(pairs), (batch,), generator=generator)].T
         images = _pair_images(icons, top, bottom)
         sigma = spec["noise_max"] * torch.rand((batch, 1, 1, 1), generator=generator)
         images = images + sigma * torch.randn(images.shape, generator=generator)
@@ -109,9 +119,10 @@ def train_image_encoder(icons_np: np.ndarray, spec: dict, out_dir, *, threads: i
         "spec": dict(spec),
         "vocab_size": vocab_size,
         "icon_size": icon_size,
+        "training_pairs": len(pairs),
         "final_loss": loss.item(),
-        # both nouns right, on clean pairs and at the largest training noise
-        **{f"accuracy_noise{sd}": _accuracy(model, icons, sd, spec["seed"]) for sd in (0.0, spec["noise_max"])},
+        # both nouns right on its training pairs, clean and at the largest training noise
+        **{f"accuracy_noise{sd}": _accuracy(model, icons, pairs, sd, spec["seed"]) for sd in (0.0, spec["noise_max"])},
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,12 +134,9 @@ def train_image_encoder(icons_np: np.ndarray, spec: dict, out_dir, *, threads: i
 
 
 @torch.no_grad()
-def _accuracy(model: PairImageEncoder, icons: torch.Tensor, noise: float, seed: int) -> float:
-    """Fraction of all ordered pairs of distinct icons whose two nouns are both classified right."""
-    n = len(icons)
-    top, bottom = (t.ravel() for t in torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij"))
-    keep = top != bottom
-    top, bottom = top[keep], bottom[keep]
+def _accuracy(model: PairImageEncoder, icons: torch.Tensor, pairs: torch.Tensor, noise: float, seed: int) -> float:
+    """Fraction of ``pairs`` whose two nouns are both classified right."""
+    top, bottom = pairs.T
     images = _pair_images(icons, top, bottom)
     images = images + noise * torch.randn(images.shape, generator=torch.Generator().manual_seed(seed + 1))
     logits_top, logits_bottom = model(images)

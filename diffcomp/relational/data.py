@@ -43,6 +43,15 @@ def triples_from_frame(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
     return np.stack([top, bottom, relation], axis=1).astype(np.int64)
 
 
+def read_split_triples(path, names: list[str]) -> np.ndarray:
+    """A split CSV (subject, relation, object) as int64 index triples (top, bottom, relation)."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return triples_from_frame(frame, names)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"{path}: not a triples table of this vocabulary: {err}") from None
+
+
 def write_vocabulary(vocab_size: int, icon_size: int, icons_npz, sheet_png, pretrain_csv) -> None:
     """The vocabulary rule: cached icons (.npz), their sheet (.png) and the pretraining captions."""
     import matplotlib.pyplot as plt

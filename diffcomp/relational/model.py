@@ -8,6 +8,14 @@ A diffusers ``UNet2DConditionModel`` on 2S x S images (icon ``top`` stacked abov
   ``none``). Without it a convolutional UNet has little to tell "top" from "bottom" by; the
   paper's ablation removes it and test accuracy collapses. The learned embedding starts at zero,
   so at step 0 a model with it computes exactly what one without it does.
+- **The image border.** diffusers' convolutions pad with zeros, and the canvas is white (+1):
+  every convolution near the top or the bottom edge sees the border, and the mid-block's
+  receptive field covers the whole image, so a UNet knows where it is without any position
+  embedding. ``vertical_padding: circular`` pads every convolution circularly along the
+  relation's (vertical) axis instead: the image wraps from bottom to top and no layer sees a
+  border there. With ``pos_emb: none`` as well, the whole model commutes with rolling the image
+  by half its height (which swaps the two icons): it then cannot tell top from bottom at all,
+  and each caption's samples are as likely swapped as right.
 - **Text states.** A frozen encoder's states are computed once per distinct caption outside the
   model (diffcomp.relational.text caches them) and passed in as the condition; a trainable
   encoder (``t5-scratch`` with ``trainable: true``) is a submodule, trained with the UNet, and
@@ -103,6 +111,29 @@ class InputWithPosition(nn.Module):
         return self.conv(x) + self.position.to(x.dtype)
 
 
+VERTICAL_PADDINGS = ("zeros", "circular")
+
+
+def _pad_rows_circularly(conv: nn.Conv2d, args):
+    """Forward pre-hook: the input padded circularly along its height by the convolution's own
+    vertical padding (which :func:`wrap_vertically` set to 0); its width stays zero-padded."""
+    (x, *rest) = args
+    return (nn.functional.pad(x, (0, 0, conv.wrapped_rows, conv.wrapped_rows), mode="circular"), *rest)
+
+
+def wrap_vertically(module: nn.Module) -> nn.Module:
+    """Make every 2-D convolution of ``module`` pad circularly along the height, zeros along the
+    width: the same weights and state_dict keys, no border along the relation's axis."""
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv2d) and conv.padding[0] > 0:
+            if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+                raise ValueError(f"cannot wrap a convolution padded with {conv.padding_mode!r} {conv.padding!r}")
+            conv.wrapped_rows = conv.padding[0]
+            conv.padding = (0, conv.padding[1])
+            conv.register_forward_pre_hook(_pad_rows_circularly)
+    return module
+
+
 class RelationalDenoiser(nn.Module):
     def __init__(
         self,
@@ -115,7 +146,7 @@ class RelationalDenoiser(nn.Module):
         attention_head_dim: int = 8,
         norm_num_groups: int = 32,
         pos_emb: str = "sinusoidal",
-        self_attention: bool = True,
+        vertical_padding: str = "zeros",
         text_pos_emb: str = "none",
         text_length: int = 16,
         text_encoder: nn.Module | None = None,
@@ -139,10 +170,12 @@ class RelationalDenoiser(nn.Module):
             norm_num_groups=norm_num_groups,
             encoder_hid_dim=text_hidden_size if project_text else None,
             encoder_hid_dim_type="text_proj" if project_text else None,
-            # without self-attention each transformer block attends to the caption only (cheaper on a CPU)
-            only_cross_attention=not self_attention,
-            mid_block_only_cross_attention=not self_attention,
         )
+        if vertical_padding not in VERTICAL_PADDINGS:
+            raise ValueError(f"vertical_padding must be one of {VERTICAL_PADDINGS}, got {vertical_padding!r}")
+        self.vertical_padding = vertical_padding
+        if vertical_padding == "circular":
+            wrap_vertically(self.unet)
         self.pos_emb = pos_emb
         if pos_emb != "none":
             self.unet.conv_in = InputWithPosition(self.unet.conv_in, pos_emb, *self.image_shape)
@@ -168,7 +201,7 @@ class RelationalDenoiser(nn.Module):
             attention_head_dim=model["attention_head_dim"],
             norm_num_groups=model["norm_num_groups"],
             pos_emb=model["pos_emb"],
-            self_attention=model["self_attention"],
+            vertical_padding=model["vertical_padding"],
             text_pos_emb=model["text_pos_emb"],
             text_length=run["text_encoder"]["max_length"],
             text_encoder=text_encoder,

