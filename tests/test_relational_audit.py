@@ -188,8 +188,9 @@ BLOCKS = (BLOCK_BYTES, 4096, 100, 1)
 
 def _assert_streams_as_before(path, vocab_size, blocks=BLOCKS):
     expected = _outcome(_in_memory_audit, path, vocab_size)
-    for block_bytes in blocks:
-        assert _outcome(audit_file, path, vocab_size, block_bytes=block_bytes) == expected, block_bytes
+    for block_bytes in blocks:  # pandas' reading of the plain blocks, then the csv module's of every block
+        assert _outcome(audit_file, path, vocab_size, block_bytes=block_bytes, fast_from_bytes=0) == expected
+        assert _outcome(audit_file, path, vocab_size, block_bytes=block_bytes, fast_from_bytes=1 << 40) == expected
     return expected
 
 
@@ -208,7 +209,7 @@ def test_streaming_audit_equals_the_in_memory_audit_on_the_paper_splits(tmp_path
     write_csv(path, triples_frame(train if part == "train" else test, nouns(n)))
     audit = _assert_streams_as_before(path, n, blocks=(BLOCK_BYTES, 1 << 13))
     assert audit == audit_index_triples(train if part == "train" else test, n)
-    assert format_audit(audit_file(path, n, block_bytes=1 << 13)) == format_audit(audit)
+    assert format_audit(audit_file(path, n, block_bytes=1 << 13, fast_from_bytes=0)) == format_audit(audit)
 
 
 RELATION_SPELLINGS = {name: [name, name.upper(), f"  {name.title()} ", name.replace(" ", "   ")] for name in RELATIONS}
@@ -280,7 +281,7 @@ def test_streaming_audit_of_a_large_random_file_matches_a_numpy_reference(tmp_pa
     path = tmp_path / "random.csv"
     subject, relation, object_, names = _random_triples_file(path, 120_000, 300, seed=0)
     vocab_size = 320  # 20 nouns of the vocabulary never occur
-    streamed = audit_file(path, vocab_size, block_bytes=1 << 15)
+    streamed = audit_file(path, vocab_size, block_bytes=1 << 15, fast_from_bytes=0)
     reference = _numpy_audit(subject, relation, object_, names, vocab_size)
     assert streamed["n_triples"] == reference["n_triples"] == 120_000
     for view in VIEWS:
@@ -289,7 +290,7 @@ def test_streaming_audit_of_a_large_random_file_matches_a_numpy_reference(tmp_pa
     assert streamed == _in_memory_audit(path, vocab_size)  # bit for bit
     # The set of bindings as a sorted array (large vocabularies) instead of a bitmap: the same.
     monkeypatch.setattr(audit_module, "_DENSE_BINDINGS", 0)
-    assert audit_file(path, vocab_size, block_bytes=1 << 15) == streamed
+    assert audit_file(path, vocab_size, block_bytes=1 << 15, fast_from_bytes=0) == streamed
 
 
 @pytest.mark.parametrize(
@@ -383,7 +384,7 @@ def test_a_plain_file_is_read_by_pandas_not_line_by_line(tmp_path, monkeypatch):
     monkeypatch.setattr(audit_module._StreamingAudit, "read_lines", line_by_line)
     path = tmp_path / "plain.csv"
     path.write_bytes(b"\n subject , relation,object\r\n" + _valid_lines(5000).replace("\n", "\r\n\n  ,\n").encode())
-    assert audit_file(path, 7, block_bytes=4096) == _in_memory_audit(path, 7)
+    assert audit_file(path, 7, block_bytes=4096, fast_from_bytes=0) == _in_memory_audit(path, 7)
 
 
 def test_streaming_audit_memory_does_not_grow_with_the_rows(tmp_path):
@@ -395,9 +396,23 @@ def test_streaming_audit_memory_does_not_grow_with_the_rows(tmp_path):
     for n_rows in (4_000, 200_000):
         path = tmp_path / f"{n_rows}.csv"
         path.write_text("subject,relation,object\n" + _valid_lines(n_rows).replace("noun", "n"))
-        audit_file(path, 10, block_bytes=1 << 16)  # imports pandas outside the measurement
+        audit_file(path, 10, block_bytes=1 << 16, fast_from_bytes=0)  # imports pandas outside the measurement
         tracemalloc.start()
-        audit_file(path, 10, block_bytes=1 << 16)
+        audit_file(path, 10, block_bytes=1 << 16, fast_from_bytes=0)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 2 * peaks[0] + (1 << 20), peaks
+
+
+def test_a_small_file_is_audited_without_importing_pandas(tmp_path):
+    """The pipeline's split files are small: their audit job does not pay pandas' import."""
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, "subject,relation,object\n" + _valid_lines(1000))
+    code = (
+        "import sys; from diffcomp.relational.audit import audit_file; "
+        f"assert audit_file({str(path)!r}, 7)['n_triples'] == 1000; print('pandas' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"

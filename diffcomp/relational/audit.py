@@ -39,6 +39,7 @@ import io
 import itertools
 import math
 import os
+import stat
 from collections.abc import Iterator
 
 import numpy as np
@@ -225,14 +226,17 @@ def _parse_row(path: str, line: int, cells: list[str], positions: list[int]) -> 
     return subject, relation, object_
 
 
-# audit_file reads this many bytes at a time (cut back to the last line end): about 650,000 triples.
-BLOCK_BYTES = 1 << 24
+# audit_file reads this many bytes at a time (cut back to the last line end): about 330,000 triples.
+BLOCK_BYTES = 1 << 23
+# Files smaller than this are read by the csv module alone: importing pandas would cost more time
+# (about half a second) than its parser saves on them.
+FAST_FROM_BYTES = 1 << 22
 # Above 4 N^2 = this many possible bindings, the set of bindings seen is a sorted array, not a bitmap.
 _DENSE_BINDINGS = 1 << 26
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def audit_file(path, vocab_size: int, block_bytes: int = BLOCK_BYTES) -> dict:
+def audit_file(path, vocab_size: int, block_bytes: int = BLOCK_BYTES, fast_from_bytes: int = FAST_FROM_BYTES) -> dict:
     """Read a triples CSV and audit it; every problem is a TriplesFileError.
 
     The same result and the same errors as ``audit_named_triples(read_triples(path), vocab_size)``,
@@ -242,7 +246,8 @@ def audit_file(path, vocab_size: int, block_bytes: int = BLOCK_BYTES) -> dict:
     module's field limit is split by pandas' C parser into categorical columns and checked per
     distinct cell; a row that parser flags (blank, short, an empty noun, an unknown relation, a
     noun related to itself) is read again by the csv module, which skips it or names its line.
-    Every other block is read line by line by the csv module, as :func:`read_triples` reads a file.
+    Every other block, and every block of a file smaller than ``fast_from_bytes``, is read line by
+    line by the csv module, as :func:`read_triples` reads a file.
     """
     path = os.fspath(path)
     try:
@@ -251,6 +256,8 @@ def audit_file(path, vocab_size: int, block_bytes: int = BLOCK_BYTES) -> dict:
         raise TriplesFileError(f"{path}: cannot read: {err.strerror}") from None
     with handle:
         try:
+            status = os.fstat(handle.fileno())
+            fast = not stat.S_ISREG(status.st_mode) or status.st_size >= fast_from_bytes  # a pipe may be long
             blocks = _blocks(handle, max(int(block_bytes), 1))
             feed = _LineFeed(path, b"", blocks)
             reader = csv.reader(feed)
@@ -258,7 +265,7 @@ def audit_file(path, vocab_size: int, block_bytes: int = BLOCK_BYTES) -> dict:
                 positions = _read_header(path, reader)
             except csv.Error as err:
                 raise TriplesFileError(f"{path}, line {reader.line_num}: malformed CSV: {err}") from None
-            counts = _StreamingAudit(path, vocab_size, positions)
+            counts = _StreamingAudit(path, vocab_size, positions, fast)
             line = reader.line_num
             for block in itertools.chain([feed.rest()], blocks):
                 if block:
@@ -333,10 +340,10 @@ class _StreamingAudit:
     """Counts of the triples read so far: per noun (in order of first appearance) its number of
     triples as subject, object, visual o1 and visual o2; the axes and the bindings seen."""
 
-    def __init__(self, path: str, vocab_size: int, positions: list[int]):
+    def __init__(self, path: str, vocab_size: int, positions: list[int], fast: bool = True):
         names = tuple(RELATIONS)
         axes = sorted({relation.axis for relation in RELATIONS.values()})
-        self.path, self.vocab_size, self.positions = path, vocab_size, positions
+        self.path, self.vocab_size, self.positions, self.fast = path, vocab_size, positions, fast
         self.relation_index = {name: k for k, name in enumerate(names)}
         self.relation_axis = np.array([axes.index(RELATIONS[name].axis) for name in names], dtype=np.int64)
         self.relation_subject_first = np.array([RELATIONS[name].subject_is_first for name in names], dtype=bool)
@@ -396,7 +403,8 @@ class _StreamingAudit:
         """Check and count the rows of a block whose first line is ``line + 1``; the number of the
         last line read (further blocks are read only when a quoted field spans the block's end)."""
         if (
-            b'"' in block  # a quoted field may span lines and blocks
+            not self.fast
+            or b'"' in block  # a quoted field may span lines and blocks
             or b"\0" in block
             or _UTF8_BOM in block
             or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n"))  # a line that ends in \r alone
