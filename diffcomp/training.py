@@ -56,18 +56,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from diffcomp.errors import EXIT_TIME_LIMIT, TrainingInterrupted  # noqa: F401 (re-exported)
 from diffcomp.io import atomic_path, write_csv, write_json
 from diffcomp.runtime_keys import RUNTIME_KEYS  # noqa: F401 (re-exported)
 
 log = logging.getLogger("diffcomp.train")
-
-# Exit status of a job that checkpointed and stopped for its time limit (EX_TEMPFAIL):
-# Snakemake's retries (or the SLURM plugin's requeue) then resume it.
-EXIT_TIME_LIMIT = 75
-
-
-class TrainingInterrupted(RuntimeError):
-    """Training saved its state and stopped early (time limit or signal); a retry resumes it."""
 
 
 class NonFiniteLoss(FloatingPointError):

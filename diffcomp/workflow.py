@@ -6,6 +6,8 @@ import contextlib
 import logging
 import sys
 
+from diffcomp.errors import EXIT_TIME_LIMIT, TrainingInterrupted
+
 
 @contextlib.contextmanager
 def rule_logging(snakemake):
@@ -37,8 +39,6 @@ def run_training(snakemake, train) -> None:
     """Run a training rule's ``train(log)``; a run that saved its state and stopped for its time
     limit exits with EXIT_TIME_LIMIT (75), not as an error: Snakemake's retry (or SLURM's requeue)
     resumes it."""
-    from diffcomp.training import EXIT_TIME_LIMIT, TrainingInterrupted
-
     interrupted = False
     with rule_logging(snakemake) as log:
         try:

@@ -18,6 +18,7 @@ rule bumps_dataset:
         spec=bump_dataset_params,
         preview_count=BUMPS["preview_count"] if BUMPS else 0,
         seed=config["seed"],
+        code=code_digest("scripts/bumps_dataset.py"),
     script:
         "../scripts/bumps_dataset.py"
 
@@ -33,5 +34,6 @@ rule bumps_audit:
         "../envs/data.yaml"
     params:
         spec=bump_dataset_params,
+        code=code_digest("scripts/bumps_audit.py"),
     script:
         "../scripts/bumps_audit.py"

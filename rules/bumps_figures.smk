@@ -26,6 +26,7 @@ rule bumps_figure_phases:
             input.samples,
             input.embeddings,
         ),
+        code=code_digest("scripts/bumps_figure.py", "diffcomp.bumps.figures.phases"),
     script:
         "../scripts/bumps_figure.py"
 
@@ -52,5 +53,9 @@ rule bumps_figure_metrics:
         kind=lambda wc: wc.kind,
         options=BUMP_FIGURE_OPTIONS,
         holes=lambda wc: bump_hole_panels() if wc.kind == "holes" else None,
+        # a figure job imports only its own figure's module (diffcomp.bumps.figure_jobs)
+        code=lambda wc: code_digest(
+            "scripts/bumps_figure.py", f"diffcomp.bumps.figures.{wc.kind}"
+        ),
     script:
         "../scripts/bumps_figure.py"

@@ -21,6 +21,7 @@ if BUMP_PACK_SIZE == 1:
         threads: BUMPS["training"]["threads"] if BUMPS else 1
         params:
             run=bump_run_definition,
+            code=code_digest("scripts/bumps_train.py"),
         script:
             "../scripts/bumps_train.py"
 
@@ -42,6 +43,7 @@ else:
         threads: BUMPS["training"]["threads"] if BUMPS else 1
         params:
             runs=bump_pack_runs,
+            code=code_digest("scripts/bumps_train_pack.py"),
         script:
             "../scripts/bumps_train_pack.py"
 
@@ -57,6 +59,7 @@ else:
             "../envs/train.yaml"
         params:
             index=lambda wc: bump_pack_position(wc)[1],
+            code=code_digest("scripts/bumps_unpack.py"),
         script:
             "../scripts/bumps_unpack.py"
 
@@ -77,6 +80,7 @@ rule bumps_sample:
     params:
         run=bump_run_definition,
         sampling=BUMPS["sampling"] if BUMPS else {},
+        code=code_digest("scripts/bumps_sample.py"),
     script:
         "../scripts/bumps_sample.py"
 
@@ -97,6 +101,7 @@ rule bumps_evaluate:
         spec=bump_dataset_params,
         seed=lambda wc: int(wc.seed),
         evaluation=BUMPS["evaluation"] if BUMPS else {},
+        code=code_digest("scripts/bumps_evaluate.py"),
     script:
         "../scripts/bumps_evaluate.py"
 
@@ -111,5 +116,7 @@ rule bumps_metrics:
     localrule: True
     conda:
         "../envs/data.yaml"
+    params:
+        code=code_digest("scripts/bumps_metrics.py"),
     script:
         "../scripts/bumps_metrics.py"

@@ -15,6 +15,7 @@ os.environ.update(
 )
 
 
+from diffcomp.code_digest import code_index
 from diffcomp.config import ConfigError, validate_config
 from diffcomp.bumps.config import dataset_specs, semantic_config
 from diffcomp.relational.config import (
@@ -41,6 +42,15 @@ except ConfigError as err:
     # The message is about the user's config, not this file: no traceback pointing here.
     print(f"Error in config file {', '.join(CONFIG_FILES)}:\n{err}", file=sys.stderr)
     sys.exit(1)
+
+
+def code_digest(script, *modules):
+    """The digest of the code a rule's jobs run (diffcomp.code_digest): ``script`` (relative to
+    the workflow's directory), every diffcomp module it imports, transitively, and ``modules``
+    (what it imports by name at run time) with theirs. Every rule passes it as ``params.code``, so
+    a change to that code reruns the rule's jobs; comments, docstrings, formatting do not.
+    """
+    return code_index(workflow.basedir).digest(script, *modules)
 
 
 RESULTS = "results"

@@ -39,6 +39,8 @@ rule relational_vocabulary:
         f"{LOGS}/relational/vocabulary/N{{vocab_size}}_S{{icon_size}}.log",
     conda:
         "../envs/data.yaml"
+    params:
+        code=code_digest("scripts/relational_vocabulary.py"),
     script:
         "../scripts/relational_vocabulary.py"
 
@@ -65,6 +67,7 @@ rule relational_split:
     params:
         spec=lambda wc: RELATIONAL_SPLITS[wc.split],
         preview_count=RELATIONAL["preview_count"] if RELATIONAL else 0,
+        code=code_digest("scripts/relational_split.py"),
     script:
         "../scripts/relational_split.py"
 
@@ -80,6 +83,7 @@ rule relational_audit:
         "../envs/data.yaml"
     params:
         vocab_size=lambda wc: RELATIONAL_SPLITS[wc.split]["vocab_size"],
+        code=code_digest("scripts/relational_audit.py"),
     script:
         "../scripts/relational_audit.py"
 
@@ -96,6 +100,7 @@ rule relational_audit_table:
         "../envs/data.yaml"
     params:
         specs=RELATIONAL_SPLITS,
+        code=code_digest("scripts/relational_audit_table.py"),
     script:
         "../scripts/relational_audit_table.py"
 
@@ -115,6 +120,8 @@ rule relational_audit_figure:
     localrule: True
     conda:
         "../envs/data.yaml"
+    params:
+        code=code_digest("scripts/relational_audit_figure.py"),
     script:
         "../scripts/relational_audit_figure.py"
 
@@ -151,6 +158,7 @@ rule relational_pretrain:
         run=lambda wc: pretrain_definition(
             RELATIONAL, wc.experiment, int(wc.vocab_size), int(wc.seed)
         ),
+        code=code_digest("scripts/relational_train.py"),
     script:
         "../scripts/relational_train.py"
 
@@ -174,6 +182,7 @@ rule relational_text_encoder:
         "../envs/train.yaml"
     params:
         spec=lambda wc: RELATIONAL_TEXT_ENCODERS[wc.encoder],
+        code=code_digest("scripts/relational_text_encoder.py"),
     script:
         "../scripts/relational_text_encoder.py"
 
@@ -192,6 +201,7 @@ rule relational_image_encoder:
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
     params:
         spec=RELATIONAL["image_encoder"] if RELATIONAL else {},
+        code=code_digest("scripts/relational_image_encoder.py"),
     script:
         "../scripts/relational_image_encoder.py"
 
@@ -227,6 +237,7 @@ rule relational_train:
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
     params:
         run=relational_run_definition,
+        code=code_digest("scripts/relational_train.py"),
     script:
         "../scripts/relational_train.py"
 
@@ -248,6 +259,7 @@ rule relational_train_pack:
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
     params:
         runs=relational_pack_runs,
+        code=code_digest("scripts/relational_train_pack.py"),
     script:
         "../scripts/relational_train_pack.py"
 
@@ -268,6 +280,7 @@ rule relational_unpack:
         "../envs/train.yaml"
     params:
         index=lambda wc: relational_pack_position(wc)[1],
+        code=code_digest("scripts/relational_unpack.py"),
     script:
         "../scripts/relational_unpack.py"
 
@@ -288,6 +301,7 @@ rule relational_sample:
     params:
         run=relational_run_definition,
         sampling=relational_sampling,
+        code=code_digest("scripts/relational_sample.py"),
     script:
         "../scripts/relational_sample.py"
 
@@ -307,6 +321,7 @@ rule relational_evaluate:
         "../envs/eval.yaml"
     params:
         info=lambda wc: relational_run_info(wc),
+        code=code_digest("scripts/relational_evaluate.py"),
     script:
         "../scripts/relational_evaluate.py"
 
@@ -321,6 +336,8 @@ rule relational_metrics:
     localrule: True
     conda:
         "../envs/data.yaml"
+    params:
+        code=code_digest("scripts/relational_metrics.py"),
     script:
         "../scripts/relational_metrics.py"
 
@@ -342,6 +359,7 @@ rule relational_summary:
         "../envs/data.yaml"
     params:
         baseline=(baseline_experiment(RELATIONAL) if RELATIONAL else None) or "",
+        code=code_digest("scripts/relational_summary.py"),
     script:
         "../scripts/relational_summary.py"
 
@@ -367,6 +385,7 @@ rule relational_figure:
         "../envs/eval.yaml"
     params:
         baseline=(baseline_experiment(RELATIONAL) if RELATIONAL else None) or "",
+        code=code_digest("scripts/relational_figure.py"),
     script:
         "../scripts/relational_figure.py"
 

@@ -1,20 +1,37 @@
-"""File-level entry points of the figure rules: read the pipeline's outputs, draw, save PNG + PDF."""
+"""File-level entry points of the figure rules: read the pipeline's outputs, draw, save PNG + PDF.
+
+A figure job imports only its own figure's module (:func:`figure_module`), not the package
+``diffcomp.bumps.figures`` that re-exports them all: the code a job runs, and so what reruns it
+(diffcomp.code_digest), is that figure's module and what it imports, which the figure rules name.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
 
-from diffcomp.bumps import figures
 from diffcomp.bumps.metrics import load_samples, read_metrics
 from diffcomp.io import save_figure
 
 FIGURES = ("phases", "phase_diagram", "sigma", "imbalance", "holes")
 
 
+def figure_module(kind: str) -> str:
+    """The module that draws figure ``kind``: ``diffcomp.bumps.figures.{kind}``, with ``{kind}_figure``."""
+    if kind not in FIGURES:
+        raise ValueError(f"unknown figure {kind!r}; expected one of {FIGURES}")
+    return f"diffcomp.bumps.figures.{kind}"
+
+
+def figure_function(kind: str):
+    """Figure ``kind``'s drawing function, imported from its module alone."""
+    return getattr(importlib.import_module(figure_module(kind)), f"{kind}_figure")
+
+
 def run_checkpoints(metrics, run: str, samples_dir, embeddings_npz) -> dict[int, dict]:
-    """``{step: checkpoint}`` for :func:`figures.phases_figure`: training-label samples, UMAP, phase."""
+    """``{step: checkpoint}`` for :func:`diffcomp.bumps.figures.phases_figure`: training-label samples, UMAP, phase."""
     rows = metrics[metrics["run"] == run].set_index("step")
     with np.load(embeddings_npz) as saved:
         embeddings = dict(zip(saved["steps"].tolist(), saved["embeddings"], strict=True))
@@ -49,22 +66,19 @@ def make_figure(kind: str, metrics_csv, outputs, *, options: dict, phases_run=No
     phases_run: (run name, samples dir, embeddings.npz) for the phases figure.
     holes: {dataset: (samples dir, [hole dicts])} for the holes figure.
     """
+    draw = figure_function(kind)
     metrics = read_metrics(metrics_csv)
     how = options["seed_aggregate"]
     if kind == "phases":
         run, samples_dir, embeddings_npz = phases_run
-        fig = figures.phases_figure(run_checkpoints(metrics, run, samples_dir, embeddings_npz), run)
+        fig = draw(run_checkpoints(metrics, run, samples_dir, embeddings_npz), run)
     elif kind == "phase_diagram":
-        fig = figures.phase_diagram_figure(
-            metrics, options["diagram_sigma"], how=how, accuracy=options["diagram_accuracy"]
-        )
+        fig = draw(metrics, options["diagram_sigma"], how=how, accuracy=options["diagram_accuracy"])
     elif kind == "sigma":
-        fig = figures.sigma_figure(metrics, options["sigma_increments"] or None, how=how)
+        fig = draw(metrics, options["sigma_increments"] or None, how=how)
     elif kind == "imbalance":
-        fig = figures.imbalance_figure(metrics)
-    elif kind == "holes":
+        fig = draw(metrics)
+    else:  # holes
         panels = {name: hole_panel(samples_dir, spec) for name, (samples_dir, spec) in (holes or {}).items()}
-        fig = figures.holes_figure(metrics, panels)
-    else:
-        raise ValueError(f"unknown figure {kind!r}; expected one of {FIGURES}")
+        fig = draw(metrics, panels)
     save_figure(fig, outputs)
