@@ -1,9 +1,11 @@
-"""Glue for the thin rule scripts in scripts/: logging into the rule's log file."""
+"""Glue for the thin rule scripts in scripts/: logging into the rule's log file, what keys a run's resume states."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
 import sys
 
 from diffcomp.errors import EXIT_TIME_LIMIT, TrainingInterrupted
@@ -49,3 +51,32 @@ def run_training(snakemake, train) -> None:
             interrupted = True
     if interrupted:
         sys.exit(EXIT_TIME_LIMIT)
+
+
+def files_digest(paths) -> str:
+    """sha256 of the contents of ``paths``, in order; a folder counts as its files (recursively, by
+    relative name) with their names."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = os.fspath(path)
+        files = (
+            sorted(os.path.join(top, name) for top, _, names in os.walk(path) for name in names)
+            if os.path.isdir(path)
+            else [path]
+        )
+        digest.update(f"input {len(files)}\n".encode())
+        for file in files:
+            digest.update(f"{os.path.relpath(file, path)}\n".encode())
+            with open(file, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resumable_run(snakemake, run: dict) -> dict:
+    """``run`` (what the config says determines a run's weights) with what else does: the code its
+    job runs (the rule's ``params.code``, diffcomp.code_digest) and the contents of the job's input
+    files. The trainer names a run's resume states by a hash of the run, so a job resumes only a
+    state that the same code wrote from the same inputs; other code or other inputs train from
+    scratch, where resuming would publish the old weights as new."""
+    return {**run, "job": {"code": snakemake.params.code, "inputs": files_digest(snakemake.input)}}

@@ -2,14 +2,14 @@
 
 from diffcomp.relational.text import use_shared_pretraining
 from diffcomp.relational.train import train_relational_pack
-from diffcomp.workflow import run_training
+from diffcomp.workflow import resumable_run, run_training
 
 
 def train(log):
     # the caption-pretrained encoder's weights, pretrained once (rule relational_text_encoder)
     use_shared_pretraining(snakemake.input.get("text_encoder"))
     return train_relational_pack(
-        snakemake.params.runs,
+        [resumable_run(snakemake, run) for run in snakemake.params.runs],
         {**snakemake.config["relational"]["training"], "threads": snakemake.threads},
         list(snakemake.input.icons),
         snakemake.output[0],
