@@ -26,6 +26,7 @@ from diffcomp.relational.config import (
     packs as relational_packs,
     pretrain_experiment,
     run_definition,
+    run_text_encoder,
     sampling_definition,
     run_id,
     runs,
@@ -164,32 +165,37 @@ def bump_hole_panels():
     }
 
 
-def relational_text_encoder_file(text_encoder, vocab_size):
-    """The shared caption-pretrained weights of an encoder (rule relational_text_encoder), or
-    None when it has no caption pretraining."""
-    key = shared_text_encoder(text_encoder)
+def relational_text_encoder_file(text_encoder, split):
+    """The shared caption-pretrained weights of a run's encoder on ``split`` (rule
+    relational_text_encoder), or None when it has no caption pretraining."""
+    key = shared_text_encoder(text_encoder, RELATIONAL_SPLITS[split])
     if key is None:
         return None
-    return f"{RESULTS}/relational/text_encoders/N{vocab_size}_{key}.safetensors"
+    return f"{RESULTS}/relational/text_encoders/{split}/{key}.safetensors"
 
 
 def relational_pretrain_inputs(wc):
-    """Icons of the vocabulary and the shared caption-pretrained encoder (if any)."""
+    """Icons of the vocabulary, the split's training triples (whose captions its encoder is
+    pretrained on) and the shared caption-pretrained encoder (if any)."""
+    spec = RELATIONAL_SPLITS[wc.split]
     inputs = {
         "icons": rules.relational_vocabulary.output.icons.format(
-            vocab_size=wc.vocab_size, icon_size=RELATIONAL_ICON_SIZE
-        )
+            vocab_size=spec["vocab_size"], icon_size=RELATIONAL_ICON_SIZE
+        ),
+        "train": rules.relational_split.output.train.format(split=wc.split),
     }
     settings = experiment_settings(RELATIONAL, wc.experiment)
-    shared = relational_text_encoder_file(settings["text_encoder"], wc.vocab_size)
+    encoder = run_text_encoder(settings["text_encoder"], int(wc.seed))
+    shared = relational_text_encoder_file(encoder, wc.split)
     if shared:
         inputs["text_encoder"] = shared
     return inputs
 
 
 def relational_train_inputs(wc):
-    """Icons and triples of the run's split, the shared caption-pretrained encoder and the
-    pretraining run it starts from (if any)."""
+    """Icons and triples of the run's split, the shared caption-pretrained encoder, the image
+    encoder of the contrastive losses and the pretraining run it starts from (if any): all of
+    them learned from the split's training triples only."""
     spec = RELATIONAL_SPLITS[wc.split]
     inputs = {
         "icons": rules.relational_vocabulary.output.icons.format(
@@ -199,13 +205,14 @@ def relational_train_inputs(wc):
         "test": rules.relational_split.output.test.format(split=wc.split),
     }
     settings = experiment_settings(RELATIONAL, wc.experiment)
-    shared = relational_text_encoder_file(settings["text_encoder"], spec["vocab_size"])
+    encoder = run_text_encoder(settings["text_encoder"], int(wc.seed))
+    shared = relational_text_encoder_file(encoder, wc.split)
     if shared:
         inputs["text_encoder"] = shared
     projection = settings["projection"]
     if settings["contrastive"] and not projection:
         inputs["image_encoder"] = rules.relational_image_encoder.output[0].format(
-            vocab_size=spec["vocab_size"], icon_size=RELATIONAL_ICON_SIZE
+            split=wc.split
         )
     if projection:
         # a projection fine-tunes the base experiment's run of this split and seed
@@ -215,7 +222,7 @@ def relational_train_inputs(wc):
     elif RELATIONAL["pretraining_steps"]:
         inputs["init"] = RELATIONAL_PRETRAIN.format(
             experiment=pretrain_experiment(RELATIONAL, wc.experiment),
-            vocab_size=spec["vocab_size"],
+            split=wc.split,
             seed=wc.seed,
         )
     return inputs

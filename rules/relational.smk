@@ -129,7 +129,7 @@ rule relational_audit_figure:
 RELATIONAL_RUNS = runs(RELATIONAL) if RELATIONAL else []
 RELATIONAL_RUN = f"{RESULTS}/relational/runs/{{experiment}}/{{split}}/seed{{seed}}"
 RELATIONAL_PRETRAIN = (
-    f"{RESULTS}/relational/pretrain/{{experiment}}/N{{vocab_size}}/seed{{seed}}/train"
+    f"{RESULTS}/relational/pretrain/{{experiment}}/{{split}}/seed{{seed}}/train"
 )
 RELATIONAL_FIGURES = [
     "curves",
@@ -147,55 +147,65 @@ rule relational_pretrain:
     output:
         directory(RELATIONAL_PRETRAIN),
     log:
-        f"{LOGS}/relational/pretrain/{{experiment}}_N{{vocab_size}}_seed{{seed}}.log",
+        f"{LOGS}/relational/pretrain/{{experiment}}_{{split}}_seed{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/relational/pretrain/{{experiment}}_N{{vocab_size}}_seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/relational/pretrain/{{experiment}}_{{split}}_seed{{seed}}.tsv"
     priority: TRAINING_PRIORITY
     conda:
         "../envs/train.yaml"
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
     params:
         run=lambda wc: pretrain_definition(
-            RELATIONAL, wc.experiment, int(wc.vocab_size), int(wc.seed)
+            RELATIONAL, wc.experiment, wc.split, int(wc.seed)
         ),
         code=code_digest("scripts/relational_train.py"),
     script:
         "../scripts/relational_train.py"
 
 
-# A caption-pretrained t5-scratch encoder: pretrained once per vocabulary and encoder, and
-# loaded by every training and sampling job that uses it instead of pretraining it again.
+# A caption-pretrained t5-scratch encoder: pretrained once per split (on its training captions
+# only), encoder and seed, and loaded by every training and sampling job that uses it instead of
+# pretraining it again.
 RELATIONAL_TEXT_ENCODERS = shared_text_encoders(RELATIONAL) if RELATIONAL else {}
 
 
 rule relational_text_encoder:
+    input:
+        train=rules.relational_split.output.train,
     output:
-        f"{RESULTS}/relational/text_encoders/N{{vocab_size}}_{{encoder}}.safetensors",
+        f"{RESULTS}/relational/text_encoders/{{split}}/{{encoder}}.safetensors",
     log:
-        f"{LOGS}/relational/text_encoder/N{{vocab_size}}_{{encoder}}.log",
+        f"{LOGS}/relational/text_encoder/{{split}}_{{encoder}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/relational/text_encoder/N{{vocab_size}}_{{encoder}}.tsv"
+        f"{RESULTS}/benchmarks/relational/text_encoder/{{split}}_{{encoder}}.tsv"
     wildcard_constraints:
-        encoder="|".join(RELATIONAL_TEXT_ENCODERS) or "NONE",
+        encoder="|".join({key for _, key in RELATIONAL_TEXT_ENCODERS}) or "NONE",
     priority: TRAINING_PRIORITY
     conda:
         "../envs/train.yaml"
     params:
-        spec=lambda wc: RELATIONAL_TEXT_ENCODERS[wc.encoder],
+        spec=lambda wc: RELATIONAL_TEXT_ENCODERS[(wc.split, wc.encoder)],
+        vocab_size=lambda wc: RELATIONAL_SPLITS[wc.split]["vocab_size"],
         code=code_digest("scripts/relational_text_encoder.py"),
     script:
         "../scripts/relational_text_encoder.py"
 
 
+# The frozen image encoder of the contrastive losses: trained once per split, on its training
+# images only.
 rule relational_image_encoder:
     input:
-        icons=rules.relational_vocabulary.output.icons,
+        icons=lambda wc: rules.relational_vocabulary.output.icons.format(
+            vocab_size=RELATIONAL_SPLITS[wc.split]["vocab_size"],
+            icon_size=RELATIONAL_ICON_SIZE,
+        ),
+        train=rules.relational_split.output.train,
     output:
-        directory(f"{RELATIONAL_VOCAB}/image_encoder"),
+        directory(f"{RESULTS}/relational/image_encoders/{{split}}"),
     log:
-        f"{LOGS}/relational/image_encoder/N{{vocab_size}}_S{{icon_size}}.log",
+        f"{LOGS}/relational/image_encoder/{{split}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/relational/image_encoder/N{{vocab_size}}_S{{icon_size}}.tsv"
+        f"{RESULTS}/benchmarks/relational/image_encoder/{{split}}.tsv"
     conda:
         "../envs/train.yaml"
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1
@@ -311,6 +321,7 @@ rule relational_evaluate:
         samples=rules.relational_sample.output[0],
         icons=lambda wc: relational_train_inputs(wc)["icons"],
         audit=rules.relational_audit.output[0],
+        train=rules.relational_split.output.train,
     output:
         f"{RELATIONAL_RUN}/metrics.csv",
     log:

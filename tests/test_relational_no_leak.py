@@ -249,3 +249,26 @@ def test_each_run_seed_draws_its_own_text_encoder():
     section = config["relational"]
     seeds = {run_definition(section, "baseline", "band", s)["text_encoder"]["seed"] for s in (0, 1)}
     assert len(seeds) == 2
+
+
+def test_foreign_noun_pretraining_reads_no_held_out_caption(tmp_path, monkeypatch):
+    """The stand-in for a language model's other reading (text_encoder.foreign_nouns) adds captions
+    of nouns the study never draws, and none of the study's held-out captions."""
+    names = nouns(N)
+    split = {"name": "split", "family": "caption_bipartite", "vocab_size": N}
+    train, test = Split.from_config(split).triples()
+    write_csv(tmp_path / "train.csv", triples_frame(train, names))
+    icons = tmp_path / "icons.npz"
+    save_icons(icons, render_icons(N, 16), names)
+    recorder = Recorder(monkeypatch, load_icons(icons)[0])
+    encoder = {"name": "t5-scratch", "seed": 0, "trainable": False, **TINY_TEXT_ENCODER, "pretraining_steps": 3}
+    with recorder:
+        pretrain_shared_encoder({**encoder, "foreign_nouns": 3}, N, tmp_path / "train.csv", tmp_path / "enc")
+    foreign = nouns(N + 3)[N:]
+    training_captions = {caption(names[t], names[b], r) for t, b, r in train}
+    held_out = {caption(names[t], names[b], r) for t, b, r in test}
+    foreign_captions = {caption(a, b, r) for a in foreign for b in foreign if a != b for r in (0, 1)}
+    assert not set(recorder.texts) & held_out
+    assert set(recorder.texts) == training_captions | foreign_captions
+    with pytest.raises(ValueError, match="foreign_nouns applies to t5-scratch's caption pretraining only"):
+        text.build_caption_encoder("t5-scratch", names, seed=0, foreign_nouns=2, **TINY_TEXT_ENCODER)

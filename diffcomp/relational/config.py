@@ -77,6 +77,8 @@ def experiment_settings(section: dict, name: str) -> dict:
         text_encoder["trainable"] = spec["text_encoder_trainable"]
     if "text_encoder_pretraining_steps" in spec:
         text_encoder["pretraining_steps"] = spec["text_encoder_pretraining_steps"]
+    if "text_encoder_foreign_nouns" in spec:
+        text_encoder["foreign_nouns"] = spec["text_encoder_foreign_nouns"]
     model = dict(section["model"])
     for key in ("pos_emb", "vertical_padding"):
         if key in spec:
@@ -146,7 +148,16 @@ def encoder_label(text_encoder: dict) -> str:
 
 
 # the text-encoder keys that determine a caption-pretrained t5-scratch encoder's weights
-_PRETRAINING_KEYS = ("seed", "d_model", "num_layers", "num_heads", "d_ff", "max_length", "pretraining_steps")
+_PRETRAINING_KEYS = (
+    "seed",
+    "d_model",
+    "num_layers",
+    "num_heads",
+    "d_ff",
+    "max_length",
+    "pretraining_steps",
+    "foreign_nouns",
+)
 
 
 def run_text_encoder(text_encoder: dict, seed: int) -> dict:
@@ -318,6 +329,7 @@ def check_projection_experiment(section: dict, spec: dict, where: str, earlier: 
         "text_encoder",
         "text_encoder_trainable",
         "text_encoder_pretraining_steps",
+        "text_encoder_foreign_nouns",
         "pos_emb",
         "vertical_padding",
         "contrastive",
@@ -375,6 +387,18 @@ def check_experiments(section: dict) -> None:
         if settings["text_encoder"]["trainable"] and settings["text_encoder"]["name"] != "t5-scratch":
             raise ConfigError(
                 f"{where}: only t5-scratch can be trained with the UNet, not {settings['text_encoder']['name']!r}"
+            )
+        encoder = settings["text_encoder"]
+        if encoder["foreign_nouns"] and not (encoder["name"] == "t5-scratch" and encoder["pretraining_steps"]):
+            raise ConfigError(
+                f"{where}: text_encoder.foreign_nouns applies to t5-scratch's caption pretraining only "
+                "(pretraining_steps > 0); set it to 0"
+            )
+        largest = max(spec_["vocab_size"] for spec_ in section.get("splits", [])) if section.get("splits") else 0
+        if encoder["foreign_nouns"] and largest + encoder["foreign_nouns"] > MAX_VOCAB_SIZE:
+            raise ConfigError(
+                f"{where}: text_encoder.foreign_nouns = {encoder['foreign_nouns']} with {largest} nouns needs "
+                f"more than the {MAX_VOCAB_SIZE} nouns of the icon vocabulary"
             )
         if settings["text_encoder"]["pretraining_steps"] and settings["text_encoder"]["name"] != "t5-scratch":
             raise ConfigError(

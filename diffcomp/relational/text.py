@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffcomp.errors import ConfigError
+from diffcomp.relational.icons import GLYPHS as GLYPH_NOUNS
 from diffcomp.relational.icons import nouns as noun_names
 from diffcomp.relational.relations import CAPTION_RELATIONS, caption, single_object_caption
 
@@ -618,6 +619,7 @@ def build_caption_encoder(
     max_length: int | None = 16,
     pretraining_steps: int = 0,
     pretraining_triples=None,
+    foreign_nouns: int = 0,
 ):
     """The :class:`CaptionEncoder` named by ``name`` (see the module docstring).
 
@@ -626,13 +628,22 @@ def build_caption_encoder(
     ``trainable``. ``max_length`` is the padded caption length; ``None`` picks the longest
     caption of ``nouns`` in this encoder's tokens. ``pretraining_steps`` > 0 (t5-scratch only)
     first trains it on the text of ``pretraining_triples`` ((top, bottom, relation) index triples:
-    a split's training triples) with :func:`pretrain_on_captions`.
+    a split's training triples) with :func:`pretrain_on_captions`, and, with ``foreign_nouns``
+    > 0, every caption of that many nouns outside ``nouns`` (the glyph list's next ones: text the
+    study never draws or scores, a stand-in for a language model's other reading).
     """
     import torch
 
     kind, folder = parse_encoder(name)
     if trainable and kind != "t5-scratch":
         raise ValueError(f"text encoder {name!r} is always frozen; only 't5-scratch' can be trainable")
+    if foreign_nouns and not (kind == "t5-scratch" and pretraining_steps):
+        raise ValueError("foreign_nouns applies to t5-scratch's caption pretraining only (pretraining_steps > 0)")
+    if foreign_nouns and len(nouns) + foreign_nouns > len(GLYPH_NOUNS):
+        raise ValueError(
+            f"{len(nouns)} nouns and {foreign_nouns} foreign nouns are more than the {len(GLYPH_NOUNS)} nouns of the "
+            "icon vocabulary"
+        )
     if pretraining_steps and kind != "t5-scratch":
         raise ValueError(f"text encoder {name!r} comes pretrained; only 't5-scratch' takes pretraining_steps")
     if max_length is not None and max_length < 2:
@@ -644,11 +655,12 @@ def build_caption_encoder(
 
         if d_model % num_heads:
             raise ValueError(f"d_model ({d_model}) must be a multiple of num_heads ({num_heads})")
-        words = vocabulary_words(nouns)
+        known = list(nouns) + (noun_names(len(nouns) + foreign_nouns)[len(nouns) :] if foreign_nouns else [])
+        words = vocabulary_words(known)
         length = (
             max_length
             if max_length is not None
-            else 1 + max(len(_pre_tokenizer().pre_tokenize_str(t)) for t in all_captions(nouns))
+            else 1 + max(len(_pre_tokenizer().pre_tokenize_str(t)) for t in all_captions(known))
         )
         tokenizer = build_word_tokenizer(words, length)
         config = T5Config(
@@ -667,8 +679,11 @@ def build_caption_encoder(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = T5EncoderModel(config)
-        roles = None if pretraining_triples is None else triple_roles(nouns, pretraining_triples)
-        pretrain_on_captions(model, words, length, nouns, roles, seed=seed, steps=pretraining_steps)
+        roles = None
+        if pretraining_triples is not None:
+            roles = triple_roles(nouns, pretraining_triples)
+            roles += [(text, i, j) for text, i, j in caption_roles(known) if i >= len(nouns) and j >= len(nouns)]
+        pretrain_on_captions(model, words, length, known, roles, seed=seed, steps=pretraining_steps)
         return encoder_cls(model, tokenizer, name=name, max_length=length, trainable=trainable, word_level=True)
 
     if kind == "minilm":
@@ -718,6 +733,7 @@ def caption_encoder(run: dict, names: list[str], pretraining_triples=None):
         max_length=spec["max_length"],
         pretraining_steps=spec["pretraining_steps"],
         pretraining_triples=pretraining_triples,
+        foreign_nouns=spec.get("foreign_nouns", 0),
     )
 
 
