@@ -4,6 +4,7 @@ work when that session comes, so their counting modes and the script run here on
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,30 @@ def test_relational_levers_trains_each_variant_through_the_pipeline(tmp_path):
         assert row["pretraining_steps"] == (2 if row["variant"] == "staged" else 0)
         assert 0 <= row["train_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1
         assert row["n_train_samples"] == 4 and row["n_test_samples"] == 4
+
+
+def test_bench_audit_times_the_audit_before_and_after_it_streamed(tmp_path):
+    """bench/bench_audit.py on small files: a row per size (the quoted file and the big size too),
+    time and peak memory of each command; before and after print and write the same audit (where
+    the repository's history holds the in-memory audit's commit)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_audit import IN_MEMORY_AUDIT
+
+    git = ["git", "cat-file", "-e", f"{IN_MEMORY_AUDIT}^{{commit}}"]
+    has_before = shutil.which("git") is not None and subprocess.run(git, cwd=REPO, capture_output=True).returncode == 0
+    out, table, files = tmp_path / "audit.json", tmp_path / "audit.md", tmp_path / "files"
+    _run(
+        sys.executable, "bench/bench_audit.py", "--sizes", "3000,6000", "--quoted", "2000", "--big", "4000",
+        "--nouns", "40", "--rounds", "2", "--out", str(files), "--json", str(out), "--md", str(table),
+        *([] if has_before else ["--before", ""]),
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["triples"], row["quoted"]) for row in rows] == [(3000, 0), (6000, 0), (2000, 1), (4000, 0)]
+    for row in rows:
+        name = f"triples_{row['triples']}_40{'_quoted' if row['quoted'] else ''}.csv"
+        assert row["file_bytes"] == (files / name).stat().st_size
+        assert row["after"]["seconds"] > 0 and row["after"]["peak_rss_bytes"] > 0
+    assert "before" not in rows[3] and rows[3]["rounds"] == 1
+    if has_before:
+        assert all(row["same_output"] and len(row["before"]["seconds_all"]) == 2 for row in rows[:3])
+    assert "| 3,000 |" in table.read_text() and "| 2,000, every field quoted |" in table.read_text()
