@@ -10,5 +10,6 @@ with rule_logging(snakemake) as log:
         snakemake.input.audit,
         snakemake.params.info,
         snakemake.output[0],
+        train_csv=snakemake.input.train,
     )
     log.info("evaluated %d checkpoints", len(table))

@@ -5,12 +5,15 @@ import pytest
 
 from diffcomp.io import write_json
 from diffcomp.relational.audit import FLAT_KEYS, audit_index_triples, flatten
+from diffcomp.relational.data import triples_frame
 from diffcomp.relational.evaluate import (
     FAILURE_KINDS,
+    HELD_OUT_KINDS,
     METRIC_COLUMNS,
     combine_metrics,
     evaluate_checkpoint,
     evaluate_run,
+    held_out_kind,
     load_samples,
     ncc_scores,
     predict_nouns,
@@ -18,7 +21,7 @@ from diffcomp.relational.evaluate import (
     score_predictions,
 )
 from diffcomp.relational.icons import load_icons, nouns, pair_images, render_icons, save_icons
-from diffcomp.relational.splits import all_triples
+from diffcomp.relational.splits import Split, all_triples
 
 SIZE = 16
 
@@ -184,7 +187,12 @@ def write_samples(path, images, top, bottom, split, step, drop=()):
 
 @pytest.fixture
 def run_dir(tmp_path, icons8):
-    """Icons, an audit and two checkpoints (written out of step order) of an N = 8 run."""
+    """Icons, an audit, a train.csv and two checkpoints (written out of step order) of an N = 8 run.
+
+    The samples show every ordered pair with relation 0: the first 40 pairs are training triples;
+    of the 16 test samples, the first 8 (pairs 40-47) are new captions of training images (their
+    relation-1 caption is a training triple) and the last 8 (pairs 48-55) new images.
+    """
     save_icons(tmp_path / "icons.npz", icons8, nouns(8))
     icons, _ = load_icons(tmp_path / "icons.npz")
     triples = all_triples(8)
@@ -194,6 +202,13 @@ def run_dir(tmp_path, icons8):
     samples.mkdir()
     top, bottom = ordered_pairs(8)  # 56 pairs: the first 40 are "train", the rest "test"
     split = np.where(np.arange(len(top)) < 40, "train", "test")
+    train = np.concatenate(
+        [
+            np.stack([top[:40], bottom[:40], np.zeros(40, dtype=np.int64)], axis=1),
+            np.stack([top[40:48], bottom[40:48], np.ones(8, dtype=np.int64)], axis=1),
+        ]
+    )
+    triples_frame(train, nouns(8)).to_csv(tmp_path / "train.csv", index=False)
     # step 1000: everything right.
     write_samples(samples / "step000001000.npz", pair_images(icons, top, bottom), top, bottom, split, 1000)
     # step 200: train all swapped but the first 4 (both wrong); test right but the first 4 (one wrong).
@@ -209,7 +224,9 @@ def run_dir(tmp_path, icons8):
 def test_evaluate_run(run_dir):
     root, audit = run_dir
     out = root / "metrics.csv"
-    table = evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", INFO, out)
+    table = evaluate_run(
+        root / "samples", root / "icons.npz", root / "audit.json", INFO, out, train_csv=root / "train.csv"
+    )
     assert list(table.columns) == METRIC_COLUMNS
     assert table["step"].tolist() == [200, 1000]
     early, late = table.iloc[0], table.iloc[1]
@@ -222,6 +239,10 @@ def test_evaluate_run(run_dir):
     assert early["test_frac_swapped"] == early["test_frac_both_wrong"] == 0.0
     assert late["train_accuracy"] == late["test_accuracy"] == 1.0
     assert (table["n_train_samples"] == 40).all() and (table["n_test_samples"] == 16).all()
+    # by kind of held-out triple: the 4 one-wrong test samples at step 200 are new captions
+    assert (table["n_test_new_caption_samples"] == 8).all() and (table["n_test_new_image_samples"] == 8).all()
+    assert early["test_new_caption_accuracy"] == pytest.approx(4 / 8) and early["test_new_image_accuracy"] == 1.0
+    assert late["test_new_caption_accuracy"] == late["test_new_image_accuracy"] == 1.0
     for column, value in INFO.items():
         assert (table[column] == value).all()
     flat = flatten(audit)
@@ -249,13 +270,86 @@ def test_split_without_samples_gives_nan(icons8):
     assert np.isnan(row["test_accuracy"]) and np.isnan(row["test_frac_swapped"]) and row["n_test_samples"] == 0
 
 
+def _kind_counts(split: Split) -> dict[str, int]:
+    train, test = split.triples()
+    kinds = held_out_kind(test[:, 0], test[:, 1], train).tolist()
+    return {kind: kinds.count(kind) for kind in HELD_OUT_KINDS}
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "expected"),
+    [
+        # one caption of every pair trained: every test triple is the other caption of a training image
+        ("caption_by_order", {}, {"new_caption": 56, "new_image": 0}),
+        # both captions of the cross-half pairs trained: every other triple shows an untrained image
+        ("bipartite", {}, {"new_caption": 0, "new_image": 80}),
+        ("band", {"m": 1}, {"new_caption": 0, "new_image": 80}),
+        ("upper_triangle", {}, {"new_caption": 0, "new_image": 56}),
+        # one caption of the 32 ordered cross-half pairs; the 24 within-half pairs, both captions, untrained
+        ("caption_bipartite", {}, {"new_caption": 32, "new_image": 48}),
+    ],
+)
+def test_held_out_kinds_of_each_family(family, params, expected):
+    assert _kind_counts(Split(family, family, 8, 0, params)) == expected
+
+
+def test_held_out_kind_is_whether_the_other_caption_is_trained():
+    train, test = Split("random", "random", 8, 3, {"size": 40}).triples()
+    kinds = held_out_kind(test[:, 0], test[:, 1], train)
+    trained = {tuple(t) for t in train.tolist()}
+    expected = [
+        "new_caption" if (top, bottom, 1 - rel) in trained else "new_image" for top, bottom, rel in test.tolist()
+    ]
+    assert kinds.tolist() == expected
+    assert 0 < (kinds == "new_caption").sum() < len(test)  # a random split has both kinds
+
+
+def test_kind_without_test_samples_is_nan_not_zero(icons8):
+    top, bottom = ordered_pairs(3)
+    samples = {
+        "images": pair_images(icons8, top, bottom),
+        "top": top,
+        "bottom": bottom,
+        "relation": np.zeros(len(top), dtype=np.int64),
+        "split": np.array(["train"] * 3 + ["test"] * 3),
+        "step": 0,
+    }
+    train = np.stack([top[:3], bottom[:3], np.zeros(3, dtype=np.int64)], axis=1)
+    row = evaluate_checkpoint(samples, icons8, train)
+    assert row["n_test_new_image_samples"] == 3 and row["test_new_image_accuracy"] == 1.0
+    assert row["n_test_new_caption_samples"] == 0 and np.isnan(row["test_new_caption_accuracy"])
+    # without the training triples the kinds are not known, and not reported
+    assert "test_new_image_accuracy" not in evaluate_checkpoint(samples, icons8)
+
+
+def test_samples_of_another_split_are_refused(run_dir):
+    root, _ = run_dir
+    frame = pd.read_csv(root / "train.csv")
+    frame.iloc[1:].to_csv(root / "short.csv", index=False)  # a "train" sample is no longer a training triple
+    out = root / "metrics.csv"
+    with pytest.raises(ValueError, match=r"marked 'train' but is not a training triple of .*short\.csv"):
+        evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", INFO, out, train_csv=root / "short.csv")
+    top, bottom = ordered_pairs(8)
+    names = nouns(8)
+    sample_50 = pd.DataFrame([[names[top[50]], "on top of", names[bottom[50]]]], columns=frame.columns)
+    frame_plus = pd.concat([frame, sample_50], ignore_index=True)  # a test sample's triple, now trained
+    frame_plus.to_csv(root / "plus.csv", index=False)
+    with pytest.raises(ValueError, match="marked 'test' but is a training triple"):
+        evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", INFO, out, train_csv=root / "plus.csv")
+    with pytest.raises(ValueError, match=r"missing\.csv"):
+        evaluate_run(
+            root / "samples", root / "icons.npz", root / "audit.json", INFO, out, train_csv=root / "missing.csv"
+        )
+    assert not out.exists()
+
+
 def test_corrupt_sample_file_writes_nothing(run_dir):
     root, _ = run_dir
     bad = root / "samples" / "step000000500.npz"
     bad.write_bytes((root / "samples" / "step000000200.npz").read_bytes()[:300])  # truncated
     out = root / "metrics.csv"
     with pytest.raises(ValueError, match="step000000500.npz"):
-        evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", INFO, out)
+        evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", INFO, out, train_csv=root / "train.csv")
     assert not out.exists()
     bad.write_bytes(b"not an npz file")
     with pytest.raises(ValueError, match="step000000500.npz.*corrupt"):
@@ -290,24 +384,47 @@ def test_icon_size_mismatch(run_dir):
     root, _ = run_dir
     save_icons(root / "icons20.npz", render_icons(8, 20), nouns(8))
     with pytest.raises(ValueError, match=r"icons20\.npz.*step000000200\.npz"):
-        evaluate_run(root / "samples", root / "icons20.npz", root / "audit.json", INFO, root / "m.csv")
+        evaluate_run(
+            root / "samples",
+            root / "icons20.npz",
+            root / "audit.json",
+            INFO,
+            root / "m.csv",
+            train_csv=root / "train.csv",
+        )
     assert not (root / "m.csv").exists()
     with pytest.raises(ValueError, match=r"icons\.npz.*vocab_size"):
         evaluate_run(
-            root / "samples", root / "icons.npz", root / "audit.json", {**INFO, "vocab_size": 9}, root / "m.csv"
+            root / "samples",
+            root / "icons.npz",
+            root / "audit.json",
+            {**INFO, "vocab_size": 9},
+            root / "m.csv",
+            train_csv=root / "train.csv",
         )
 
 
 def test_no_samples(tmp_path):
     with pytest.raises(ValueError, match="no step"):
-        evaluate_run(tmp_path, tmp_path / "icons.npz", tmp_path / "audit.json", INFO, tmp_path / "m.csv")
+        evaluate_run(
+            tmp_path,
+            tmp_path / "icons.npz",
+            tmp_path / "audit.json",
+            INFO,
+            tmp_path / "m.csv",
+            train_csv=tmp_path / "t",
+        )
 
 
 def test_read_and_combine_metrics(run_dir, tmp_path):
     root, _ = run_dir
-    first = evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", INFO, root / "a.csv")
+    first = evaluate_run(
+        root / "samples", root / "icons.npz", root / "audit.json", INFO, root / "a.csv", train_csv=root / "train.csv"
+    )
     other = {**INFO, "run": "other", "seed": 1}
-    second = evaluate_run(root / "samples", root / "icons.npz", root / "audit.json", other, root / "b.csv")
+    second = evaluate_run(
+        root / "samples", root / "icons.npz", root / "audit.json", other, root / "b.csv", train_csv=root / "train.csv"
+    )
     combined = combine_metrics([root / "b.csv", root / "a.csv"], root / "all.csv")
     assert combined["run"].tolist() == ["other", "other", INFO["run"], INFO["run"]]
     assert len(combined) == len(first) + len(second)

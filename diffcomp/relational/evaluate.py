@@ -28,6 +28,14 @@ Accuracy and the three failure fractions sum to 1. They are reported separately 
 samples of training triples and of test (held-out) triples, one row per checkpoint, next to the
 run's description and the audit of its split (completeness, balance and coverage, in percent as
 the audit writes them): :data:`METRIC_COLUMNS`.
+
+Test accuracy is also split by the kind of held-out triple (:data:`HELD_OUT_KINDS`,
+:func:`held_out_kind`): ``new_caption``, a new caption of a training image (the image "top above
+bottom" is trained on with the other caption), and ``new_image``, an image never trained on (no
+caption of the ordered pair is a training triple). ``test_{kind}_accuracy`` is the accuracy on the
+test samples of that kind and ``n_test_{kind}_samples`` their number; a checkpoint with no test
+sample of a kind (band, bipartite and the other families that train both captions of a pair have
+no new captions) has NaN accuracy for it, never 0.
 """
 
 from __future__ import annotations
@@ -43,12 +51,15 @@ import pandas as pd
 
 from diffcomp.io import write_csv
 from diffcomp.relational.audit import FLAT_KEYS, flatten
+from diffcomp.relational.data import triples_from_frame
 from diffcomp.relational.icons import load_icons
 
 log = logging.getLogger("diffcomp.relational.evaluate")
 
 FAILURE_KINDS = ("swapped", "one_wrong", "both_wrong")
 SPLITS = ("train", "test")
+# Kinds of held-out triple: a new caption of a training image, or an image never trained on.
+HELD_OUT_KINDS = ("new_caption", "new_image")
 
 # Run description columns, in order; evaluate_run's ``info`` supplies them.
 INFO_COLUMNS = [
@@ -71,6 +82,7 @@ METRIC_COLUMNS = [
     "step",
     "train_accuracy",
     "test_accuracy",
+    *(f"test_{kind}_accuracy" for kind in HELD_OUT_KINDS),
     "train_frac_swapped",
     "train_frac_one_wrong",
     "train_frac_both_wrong",
@@ -79,6 +91,7 @@ METRIC_COLUMNS = [
     "test_frac_both_wrong",
     "n_train_samples",
     "n_test_samples",
+    *(f"n_test_{kind}_samples" for kind in HELD_OUT_KINDS),
     "visual_completeness_r1",
     "visual_completeness_r2",
     "visual_balance",
@@ -236,11 +249,30 @@ def load_samples(path) -> dict:
     return samples
 
 
-def evaluate_checkpoint(samples: dict, icons: np.ndarray) -> dict:
+def held_out_kind(top, bottom, train_triples) -> np.ndarray:
+    """The kind of each held-out triple with image "``top`` above ``bottom``": str array (n,).
+
+    ``"new_caption"`` when the ordered pair (top, bottom) is the image of a training triple (so
+    the held-out triple is that image's other caption), ``"new_image"`` when no training triple
+    shows it. ``train_triples``: the split's training index triples (top, bottom, relation).
+    """
+    top = np.asarray(top, dtype=np.int64).ravel()
+    bottom = np.asarray(bottom, dtype=np.int64).ravel()
+    if top.shape != bottom.shape:
+        raise ValueError(f"top and bottom must have one entry per triple, got shapes {top.shape} and {bottom.shape}")
+    train = np.asarray(train_triples, dtype=np.int64).reshape(-1, 3)
+    size = int(max(top.max(initial=0), bottom.max(initial=0), train[:, :2].max(initial=0))) + 1
+    trained = np.isin(top * size + bottom, train[:, 0] * size + train[:, 1])
+    return np.where(trained, HELD_OUT_KINDS[0], HELD_OUT_KINDS[1])
+
+
+def evaluate_checkpoint(samples: dict, icons: np.ndarray, train_triples=None) -> dict:
     """Accuracy and failure fractions of one checkpoint's samples, for train and test triples.
 
     Keys ``{train,test}_accuracy``, ``{train,test}_frac_{kind}`` and ``n_{train,test}_samples``;
-    a split without samples has NaN fractions.
+    a split without samples has NaN fractions. With ``train_triples`` (the split's training index
+    triples) also ``test_{kind}_accuracy`` and ``n_test_{kind}_samples`` for each kind of
+    :data:`HELD_OUT_KINDS` (:func:`held_out_kind`), NaN accuracy for a kind without samples.
     """
     pred_top, pred_bottom, _, _ = predict_nouns(samples["images"], icons)
     split = np.asarray(samples["split"])
@@ -250,7 +282,36 @@ def evaluate_checkpoint(samples: dict, icons: np.ndarray) -> dict:
         scores = score_predictions(pred_top[mask], pred_bottom[mask], samples["top"][mask], samples["bottom"][mask])
         row.update({f"{name}_{key}": value for key, value in scores.items()})
         row[f"n_{name}_samples"] = int(mask.sum())
+    if train_triples is not None:
+        kinds = np.full(len(split), "", dtype=object)
+        test = split == "test"
+        kinds[test] = held_out_kind(samples["top"][test], samples["bottom"][test], train_triples)
+        for kind in HELD_OUT_KINDS:
+            mask = kinds == kind
+            scores = score_predictions(pred_top[mask], pred_bottom[mask], samples["top"][mask], samples["bottom"][mask])
+            row[f"test_{kind}_accuracy"] = scores["accuracy"]
+            row[f"n_test_{kind}_samples"] = int(mask.sum())
     return row
+
+
+def _check_sides(samples: dict, train_triples: np.ndarray, path, train_csv) -> None:
+    """ValueError unless every "train" sample is a training triple and no "test" sample is one."""
+    sampled = np.stack([samples["top"], samples["bottom"], samples["relation"]], axis=1)
+    size = int(max(sampled.max(initial=0), train_triples.max(initial=0))) + 1
+
+    def code(triples: np.ndarray) -> np.ndarray:
+        return (triples[:, 0] * size + triples[:, 1]) * size + triples[:, 2]
+
+    trained = np.isin(code(sampled), code(train_triples))
+    is_train = np.asarray(samples["split"]) == "train"
+    wrong = np.flatnonzero(trained != is_train)
+    if wrong.size:
+        k = int(wrong[0])
+        raise ValueError(
+            f"{path}: sample {k} (top {sampled[k, 0]}, bottom {sampled[k, 1]}, relation {sampled[k, 2]}) is marked "
+            f"{str(samples['split'][k])!r} but {'is' if trained[k] else 'is not'} a training triple of {train_csv}: "
+            "the samples do not belong to this split"
+        )
 
 
 def _step_files(samples_dir) -> list[Path]:
@@ -268,13 +329,25 @@ def _read_audit(audit_json) -> dict:
     return {column: float(flat[key]) for key, column in AUDIT_COLUMNS.items()}
 
 
-def evaluate_run(samples_dir, icons_npz, audit_json, info: dict, out_csv) -> pd.DataFrame:
+def _read_train_triples(train_csv, names: list[str]) -> np.ndarray:
+    """The split's train.csv (subject, relation, object) as index triples; ValueError naming the file."""
+    try:
+        frame = pd.read_csv(train_csv, dtype=str, keep_default_na=False)
+        return triples_from_frame(frame, names)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"training triples {train_csv} are unreadable or not of this vocabulary: {err!r}") from None
+
+
+def evaluate_run(samples_dir, icons_npz, audit_json, info: dict, out_csv, *, train_csv) -> pd.DataFrame:
     """Evaluate every ``step*.npz`` of a run's samples directory into one metrics table.
 
     ``info`` gives the run's description (:data:`INFO_COLUMNS`); ``audit_json`` is the audit of
-    the run's split; ``icons_npz`` the vocabulary's icons. One row per checkpoint in step order,
-    written atomically to ``out_csv`` with :data:`METRIC_COLUMNS` and returned. Nothing is
-    written when a file is missing, corrupt or does not fit the others (ValueError).
+    the run's split and ``train_csv`` its training triples (the split's train.csv, which tells
+    the kinds of held-out triple apart); ``icons_npz`` the vocabulary's icons. One row per
+    checkpoint in step order, written atomically to ``out_csv`` with :data:`METRIC_COLUMNS` and
+    returned. Nothing is written when a file is missing, corrupt or does not fit the others, or
+    when a sample marked "train" is not a training triple of ``train_csv`` or one marked "test"
+    is (ValueError).
     """
     missing = [column for column in INFO_COLUMNS if column not in info]
     if missing:
@@ -283,7 +356,7 @@ def evaluate_run(samples_dir, icons_npz, audit_json, info: dict, out_csv) -> pd.
     if not files:
         raise ValueError(f"no step*.npz sample files in {samples_dir} for run {info['run']}")
     try:
-        icons, _ = load_icons(icons_npz)
+        icons, names = load_icons(icons_npz)
     except Exception as err:
         raise ValueError(f"icon file {icons_npz} is corrupt or unreadable: {err}") from None
     if len(icons) != int(info["vocab_size"]):
@@ -291,6 +364,7 @@ def evaluate_run(samples_dir, icons_npz, audit_json, info: dict, out_csv) -> pd.
             f"icon file {icons_npz} holds {len(icons)} icons, run {info['run']} has vocab_size {info['vocab_size']}"
         )
     audit = _read_audit(audit_json)
+    train_triples = _read_train_triples(train_csv, names)
     description = {column: info[column] for column in INFO_COLUMNS}
 
     rows = []
@@ -306,15 +380,22 @@ def evaluate_run(samples_dir, icons_npz, audit_json, info: dict, out_csv) -> pd.
         labels = np.concatenate([samples["top"], samples["bottom"]])
         if labels.size and (labels.min() < 0 or labels.max() >= len(icons)):
             raise ValueError(f"{path}: noun indices outside the {len(icons)} icons of {icons_npz}")
-        row = {**description, "step": samples["step"], **evaluate_checkpoint(samples, icons), **audit}
+        _check_sides(samples, train_triples, path, train_csv)
+        scores = evaluate_checkpoint(samples, icons, train_triples)
+        row = {**description, "step": samples["step"], **scores, **audit}
         rows.append(row)
         log.info(
-            "step %d: train accuracy %.3f (swapped %.3f), test accuracy %.3f (swapped %.3f) [%.1f s]",
+            "step %d: train accuracy %.3f (swapped %.3f), test accuracy %.3f (swapped %.3f; "
+            "new captions of training images %s of %d, new images %s of %d) [%.1f s]",
             row["step"],
             row["train_accuracy"],
             row["train_frac_swapped"],
             row["test_accuracy"],
             row["test_frac_swapped"],
+            _fraction_text(row["test_new_caption_accuracy"]),
+            row["n_test_new_caption_samples"],
+            _fraction_text(row["test_new_image_accuracy"]),
+            row["n_test_new_image_samples"],
             time.perf_counter() - started,
         )
     table = pd.DataFrame(rows, columns=METRIC_COLUMNS).sort_values("step", kind="stable").reset_index(drop=True)
@@ -323,6 +404,10 @@ def evaluate_run(samples_dir, icons_npz, audit_json, info: dict, out_csv) -> pd.
         raise ValueError(f"{samples_dir}: more than one sample file for step(s) {duplicated}")
     write_csv(out_csv, table)
     return table
+
+
+def _fraction_text(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.3f}"
 
 
 def read_metrics(path) -> pd.DataFrame:
