@@ -6,11 +6,13 @@ import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import FillBetweenPolyCollection
 from matplotlib.colors import to_hex
 from scipy.stats import spearmanr
 
 from diffcomp.relational import figures as F
 from diffcomp.relational.icons import pair_images, render_icons, save_icons
+from diffcomp.stats import proportion_interval
 
 STEPS = [0, 500, 1000]
 SEEDS = [0, 1]
@@ -22,6 +24,21 @@ SPLITS = {
     "caption_by_order": ("caption_by_order", 100.0, 100.0, 100.0, 90.0, 90.0, 40.0, 50.0, 0.7),
 }
 EXPERIMENTS = {"baseline": ("t5-scratch", "sinusoidal", 1.0), "no_pos_emb": ("t5-scratch", "none", 0.3)}
+
+
+def _kind_columns(split: str, test: float, seed: int) -> dict:
+    """Test accuracy by kind of held-out triple: band and bipartite hold out new images only,
+    caption_by_order new captions only, random both (more new captions on seed 1); new captions
+    are the easier kind."""
+    new_caption = {"band": 0, "bipartite": 0, "caption_by_order": 60, "random": 20 + 10 * seed}[split]
+    caption_accuracy = min(1.0, test + 0.1) if split == "random" else test
+    image_accuracy = (test * 60 - caption_accuracy * new_caption) / (60 - new_caption) if new_caption < 60 else np.nan
+    return {
+        "test_new_caption_accuracy": caption_accuracy if new_caption else np.nan,
+        "test_new_image_accuracy": image_accuracy,
+        "n_test_new_caption_samples": new_caption,
+        "n_test_new_image_samples": 60 - new_caption,
+    }
 
 
 def _table(seeds=SEEDS) -> pd.DataFrame:
@@ -54,6 +71,7 @@ def _table(seeds=SEEDS) -> pd.DataFrame:
                             "test_frac_both_wrong": wrong * 0.1,
                             "n_train_samples": 40,
                             "n_test_samples": 60,
+                            **_kind_columns(split, test, seed),
                             "visual_completeness_r1": v1,
                             "visual_completeness_r2": v2,
                             "visual_balance": vb,
@@ -76,6 +94,11 @@ def metrics_csv(tmp_path, metrics):
     path = tmp_path / "metrics.csv"
     metrics.to_csv(path, index=False)
     return path
+
+
+def _seed_lines(fig) -> list:
+    """The per-seed markers a figure draws (lines whose gid starts with "seeds:")."""
+    return [line for ax in fig.axes for line in ax.get_lines() if str(line.get_gid()).startswith("seeds:")]
 
 
 def _texts(fig) -> list[matplotlib.text.Text]:
@@ -188,13 +211,29 @@ def test_scatter_rho_matches_scipy_on_aggregated_points(metrics):
 def test_final_points_mean_and_interval(metrics):
     points = F.final_points(metrics, "baseline").set_index("split")
     assert list(points.index) == list(SPLITS)
-    band = metrics[(metrics["split"] == "band") & (metrics["experiment"] == "baseline") & (metrics["step"] == 1000)]
-    values = band["test_accuracy"].to_numpy()
-    half = 12.706204736174707 * values.std(ddof=1) / np.sqrt(2)  # t_{0.975, 1}
+    final = metrics[(metrics["experiment"] == "baseline") & (metrics["step"] == 1000)].set_index("split")
+    values = final.loc["band", "test_accuracy"].to_numpy()
+    expected = proportion_interval(values, [60, 60])  # 60 test samples a seed
     assert points.loc["band", "test_accuracy"] == pytest.approx(values.mean())
-    assert points.loc["band", "test_accuracy_hi"] - points.loc["band", "test_accuracy"] == pytest.approx(half)
+    assert tuple(points.loc["band", ["test_accuracy", "test_accuracy_lo", "test_accuracy_hi"]]) == pytest.approx(
+        expected
+    )
+    assert 0.0 <= points.loc["band", "test_accuracy_lo"] and points.loc["band", "test_accuracy_hi"] <= 1.0
+    # the audit's percents: the mean
     assert points.loc["band", "visual_completeness"] == pytest.approx(100.0)
     assert points.loc["random", "visual_completeness"] == pytest.approx(85.0)
+    # by kind of held-out triple: pooled over seeds by their samples; NaN where a split has none of a kind
+    random = final.loc["random"]
+    caption = random["test_new_caption_accuracy"].to_numpy()
+    caption_n = random["n_test_new_caption_samples"].to_numpy()
+    assert points.loc["random", "test_new_caption_accuracy"] == pytest.approx(
+        (caption * caption_n).sum() / caption_n.sum()
+    )
+    assert np.isnan(points.loc["band", "test_new_caption_accuracy"])
+    assert np.isnan(points.loc["caption_by_order", "test_new_image_accuracy"])
+    assert points.loc["caption_by_order", "test_new_caption_accuracy"] == pytest.approx(
+        points.loc["caption_by_order", "test_accuracy"]
+    )
 
 
 def test_spearman_na_cases():
@@ -208,11 +247,18 @@ def test_spearman_na_cases():
 def test_one_seed_has_no_interval_but_draws(tmp_path):
     table = _table(seeds=[0])
     points = F.final_points(table, "baseline")
-    assert np.allclose(points["test_accuracy_lo"], points["test_accuracy"])
-    assert np.allclose(points["test_accuracy_hi"], points["test_accuracy"])
+    assert points["test_accuracy"].notna().all()
+    assert points[["test_accuracy_lo", "test_accuracy_hi", "train_accuracy_lo"]].isna().all(axis=None)
     for kind in ("curves", "scatter", "skew", "ablation"):
         fig = getattr(F, f"{kind}_figure")(table, "baseline")
-        assert "1 seed" in fig._suptitle.get_text()
+        assert "1 seed, no interval" in fig._suptitle.get_text()
+        assert not _seed_lines(fig)  # one seed: no per-seed markers
+        for ax in fig.axes:  # nor any error bar or band
+            for container in ax.containers:
+                if isinstance(container, matplotlib.container.ErrorbarContainer):
+                    assert all(len(segment) == 0 for segment in container.lines[2][0].get_segments())
+            bands = [c for c in ax.collections if isinstance(c, FillBetweenPolyCollection)]
+            assert all(not band.get_paths() for band in bands)  # a band of NaN limits: nothing drawn
         F.save_figure(fig, [tmp_path / f"{kind}.png"])
         assert (tmp_path / f"{kind}.png").stat().st_size > 5000
 
@@ -351,6 +397,8 @@ def _intervention_rows(experiment, intervention, splits, steps, acc, seeds):
                         "step": step,
                         "train_accuracy": float(np.clip(test + 0.1 + 0.02 * seed, 0, 1)),
                         "test_accuracy": test,
+                        "n_train_samples": 32,
+                        "n_test_samples": 48,
                     }
                 )
     return rows
@@ -376,10 +424,23 @@ def intervention_metrics():
 
 
 def _expected_final(table, experiment, split, column):
-    """Mean, and half-width of the 95% t-interval, over the baseline's seeds at the run's last step."""
+    """Pooled value over the baseline's seeds at the run's last step, with its 95% interval."""
+    samples = _table_counts(experiment, column)
     rows = table[(table["experiment"] == experiment) & (table["split"] == split) & table["seed"].isin(SEEDS)]
     values = rows.loc[rows["step"] == rows["step"].max(), column].to_numpy(dtype=np.float64)
-    return values.mean(), 12.706204736174707 * values.std(ddof=1) / np.sqrt(len(values))  # t_{0.975, 1}
+    return proportion_interval(values, [samples] * len(values))
+
+
+def _table_counts(experiment, column):
+    """Samples a seed behind each accuracy: _table's (the baseline) or _intervention_rows'."""
+    if experiment == "baseline":
+        return 60 if column == "test_accuracy" else 40
+    return 48 if column == "test_accuracy" else 32
+
+
+def _final_values(table, experiment, split, column="test_accuracy"):
+    rows = table[(table["experiment"] == experiment) & (table["split"] == split) & table["seed"].isin(SEEDS)]
+    return rows.loc[rows["step"] == rows["step"].max(), column].to_numpy(dtype=np.float64)
 
 
 def _bar_containers(ax):
@@ -414,11 +475,14 @@ def test_interventions_bars_are_final_means_with_intervals_and_train_ticks(inter
                 assert patch.get_height() == 0.0 and np.isnan(ticks[k])
                 n_missing += 1
                 continue
-            mean, half = _expected_final(table, experiment, split, "test_accuracy")
+            mean, low, high = _expected_final(table, experiment, split, "test_accuracy")
             assert patch.get_height() == pytest.approx(mean), (experiment, split)
-            low, high = np.clip([mean - half, mean + half], 0.0, 1.0)
             assert segments[k][:, 1] == pytest.approx([low, high]), (experiment, split)
-            assert ticks[k] == pytest.approx(_expected_final(table, experiment, split, "train_accuracy")[0])
+            assert 0.0 <= low <= high <= 1.0
+            train = _expected_final(table, experiment, split, "train_accuracy")
+            assert ticks[k] == pytest.approx(train[0])
+            seeds = _line(ax, f"seeds:{experiment}:{split}")
+            assert sorted(seeds.get_ydata()) == pytest.approx(sorted(_final_values(table, experiment, split)))
             assert ticks[k] > patch.get_height()  # the synthetic runs fit their training triples better
     # "n/a" for each bar of a split the experiment did not run: wiclp_wide x2, contrast x1
     assert n_missing == 3
@@ -427,7 +491,7 @@ def test_interventions_bars_are_final_means_with_intervals_and_train_ticks(inter
     contrast_band = bars[3].patches[0].get_height()
     assert contrast_band == pytest.approx(_expected_final(table, "contrast", "band", "test_accuracy")[0])
     title = fig._suptitle.get_text()
-    assert "2 seeds" in title and "95%" in title and "splits: band, bipartite, random" in title
+    assert "2 seeds" in title and "95% interval" in title and "splits: band, bipartite, random" in title
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend[: len(BAR_LABELS)] == BAR_LABELS and "final train accuracy" in legend
 
@@ -484,12 +548,12 @@ def test_interventions_leave_out_other_experiments(intervention_metrics):
 def test_interventions_one_seed_no_interval(tmp_path):
     table = _interventions_table(seeds=[0], extra=False)
     fig = F.interventions_figure(table, "baseline")
-    assert "over 1 seed)" in fig._suptitle.get_text()
+    assert "(1 seed, no interval)" in fig._suptitle.get_text()
     assert len(fig.axes[1].collections) == 0  # no shaded band
     errorbars = [c for c in fig.axes[0].containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
     for errorbar in errorbars:
-        for segment in errorbar.lines[2][0].get_segments():
-            assert segment[0, 1] == pytest.approx(segment[1, 1])  # zero length
+        assert all(len(segment) == 0 for segment in errorbar.lines[2][0].get_segments())  # nothing drawn
+    assert not _seed_lines(fig)
     F.save_figure(fig, [tmp_path / "one.png"])
     assert (tmp_path / "one.png").stat().st_size > 5000
 
@@ -529,3 +593,62 @@ def test_interventions_written_through_the_file_entry_point(tmp_path, interventi
     _assert_images(outputs)
     _assert_fonts(fig)
     assert [c.get_label() for c in _bar_containers(fig.axes[0])] == BAR_LABELS
+
+
+def test_every_mean_over_seeds_draws_its_seeds(metrics):
+    final = metrics[metrics["step"] == STEPS[-1]]
+
+    def seeds_of(experiment, split, column="test_accuracy"):
+        rows = final[(final["experiment"] == experiment) & (final["split"] == split)]
+        return sorted(rows[column])
+
+    def ydata(ax, gid):
+        return sorted(_line(ax, gid).get_ydata())
+
+    scatter = F.scatter_figure(metrics, "baseline")
+    skew = F.skew_figure(metrics, "baseline")
+    for ax in [*scatter.axes, *skew.axes[:2]]:
+        for split in SPLITS:
+            assert ydata(ax, f"seeds:{split}") == pytest.approx(seeds_of("baseline", split)), split
+    kinds = skew.axes[2]
+    assert ydata(kinds, "seeds:new_caption:random") == pytest.approx(
+        seeds_of("baseline", "random", "test_new_caption_accuracy")
+    )
+    assert ydata(kinds, "seeds:new_image:band") == pytest.approx(
+        seeds_of("baseline", "band", "test_new_image_accuracy")
+    )
+    assert not [line for line in kinds.get_lines() if line.get_gid() == "seeds:new_caption:band"]  # none of that kind
+    ablation = F.ablation_figure(metrics, "baseline").axes[0]
+    for experiment in EXPERIMENTS:
+        for split in SPLITS:
+            assert ydata(ablation, f"seeds:{experiment}:{split}") == pytest.approx(seeds_of(experiment, split))
+    curves = F.curves_figure(metrics, "baseline").axes[0]
+    band = metrics[(metrics["experiment"] == "baseline") & (metrics["split"] == "band")]
+    assert ydata(curves, "seeds:test:band") == pytest.approx(sorted(band["test_accuracy"]))
+    assert ydata(curves, "seeds:train:band") == pytest.approx(sorted(band["train_accuracy"]))
+    # the markers are small, drawn over the means
+    assert max(line.get_markersize() for line in _seed_lines(scatter)) < 4
+
+
+def test_skew_figure_shows_test_accuracy_by_kind_of_held_out_triple(metrics, tmp_path):
+    fig = F.skew_figure(metrics, "baseline")
+    assert len(fig.axes) == 4
+    ax = fig.axes[2]
+    assert ax.get_title() == "test accuracy by kind of held-out triple"
+    points = F.final_points(metrics, "baseline")
+    for kind in ("new_caption", "new_image"):
+        shown = _line(ax, f"kind:{kind}").get_ydata()
+        np.testing.assert_allclose(shown, points[f"test_{kind}_accuracy"].to_numpy(dtype=np.float64))
+    # no accuracy where a split has no test sample of a kind: band and bipartite hold out no new
+    # caption, caption_by_order no new image
+    assert sum(t.get_text() == "n/a" for t in ax.texts) == 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["new caption of a training image", "new image"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(SPLITS)
+    _assert_fonts(fig)
+    F.save_figure(fig, [tmp_path / "skew.png"])
+    # a table of one kind only still draws; a split with neither kind's accuracy says "no data"
+    only_images = metrics[metrics["split"].isin(["band", "bipartite"])]
+    fig = F.skew_figure(only_images, "baseline")
+    assert sum(t.get_text() == "n/a" for t in fig.axes[2].texts) == 2
+    no_kinds = metrics.assign(test_new_caption_accuracy=np.nan, test_new_image_accuracy=np.nan)
+    assert any(t.get_text() == "no data" for t in F.skew_figure(no_kinds, "baseline").axes[2].texts)

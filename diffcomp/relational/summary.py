@@ -1,14 +1,18 @@
 """The relational study's results table: every (experiment, split) at its final checkpoint.
 
 ``results/relational/summary.csv`` (rule relational_summary) has one row per (experiment, split),
-in the metrics table's order, with the final checkpoint's train and test accuracy as the mean
-over seeds and its two-sided 95% Student-t interval (:func:`diffcomp.stats.aggregate_seeds`), and,
-for every experiment other than the baseline, its **paired difference** from the baseline: per
-seed, the experiment's final test accuracy minus the baseline's on the same split and seed, and
-the mean of those differences with its t-interval. Pairing removes what the two runs of a seed
-share (the split's difficulty, the sampled triples), so the interval is that of the effect, not
-of two accuracies side by side. A projection experiment's runs start from its base's final
-weights, so its difference is exactly what the fine-tuning changed.
+in the metrics table's order, with the final checkpoint's train and test accuracy and the test
+accuracy on each kind of held-out triple (new captions of training images, new images; see
+:mod:`diffcomp.relational.evaluate`), each pooled over seeds with its 95% interval
+(:func:`diffcomp.stats.proportion_interval`: the Wilson score interval at the design-effect
+sample size, Student's t at n_seeds - 1 df, inside [0, 1]); and, for every experiment other than
+the baseline, its **paired difference** from the baseline: the experiment's final test accuracy
+minus the baseline's on the same split and seeds, with Newcombe's hybrid score interval for
+paired data built from the two arms' intervals (:func:`diffcomp.stats.paired_difference_interval`,
+inside [-1, 1]). Pairing keeps what the two runs of a seed share (the split's difficulty, the
+sampled triples) out of the effect's interval. A projection experiment's runs start from its
+base's final weights, so its difference is exactly what the fine-tuning changed. With one seed
+(or one paired seed) there is no interval: its cells are empty.
 """
 
 from __future__ import annotations
@@ -16,51 +20,95 @@ from __future__ import annotations
 import pandas as pd
 
 from diffcomp.io import write_csv
-from diffcomp.relational.figures.tables import final_rows, load_metrics
-from diffcomp.stats import aggregate_seeds
+from diffcomp.relational.evaluate import HELD_OUT_KINDS
+from diffcomp.relational.figures.tables import COUNTS, final_rows, load_metrics
+from diffcomp.stats import aggregate_seeds, paired_difference_interval
 
-_COLUMNS = ("experiment", "split", "family", "intervention", "seed", "step", "train_accuracy", "test_accuracy")
+# Proportion columns of the summary and the metrics column of each one's sample count.
+ACCURACY_COUNTS = {
+    column: COUNTS[column]
+    for column in ("train_accuracy", "test_accuracy", *(f"test_{kind}_accuracy" for kind in HELD_OUT_KINDS))
+}
+_COLUMNS = (
+    "experiment",
+    "split",
+    "family",
+    "intervention",
+    "seed",
+    "step",
+    *ACCURACY_COUNTS,
+    *ACCURACY_COUNTS.values(),
+)
+SUMMARY_COLUMNS = [
+    "experiment",
+    "split",
+    "family",
+    "intervention",
+    "step",
+    "n_seeds",
+    *(f"{c}{s}" for c in ACCURACY_COUNTS for s in ("", "_lo", "_hi")),
+    *(f"n_test_{kind}_samples" for kind in HELD_OUT_KINDS),
+    "test_diff",
+    "test_diff_lo",
+    "test_diff_hi",
+    "n_paired",
+]
+
+
+def _paired_differences(final: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per (experiment, split) other than the baseline's: test_diff, its interval and n_paired."""
+    base = final[final["experiment"] == baseline][["split", "seed", "test_accuracy", "n_test_samples"]]
+    paired = final[final["experiment"] != baseline].merge(base, on=["split", "seed"], suffixes=("", "_baseline"))
+    paired = paired.sort_values(["seed"], kind="stable")
+    rows = []
+    for (experiment, split), group in paired.groupby(["experiment", "split"], sort=False):
+        difference, low, high = paired_difference_interval(
+            group["test_accuracy"],
+            group["n_test_samples"],
+            group["test_accuracy_baseline"],
+            group["n_test_samples_baseline"],
+        )
+        entered = (
+            group[["test_accuracy", "n_test_samples", "test_accuracy_baseline", "n_test_samples_baseline"]]
+            .notna()
+            .all(axis=1)
+            & (group["n_test_samples"] > 0)
+            & (group["n_test_samples_baseline"] > 0)
+        )
+        rows.append((experiment, split, difference, low, high, int(entered.sum())))
+    return pd.DataFrame(rows, columns=["experiment", "split", "test_diff", "test_diff_lo", "test_diff_hi", "n_paired"])
 
 
 def final_summary(metrics, baseline: str) -> pd.DataFrame:
     """One row per (experiment, split) at its final checkpoint; ``metrics``: a DataFrame or the CSV.
 
-    Columns: experiment, split, family, intervention, step, n_seeds; ``train_accuracy`` and
-    ``test_accuracy`` (mean over seeds) with ``_lo``/``_hi`` (95% t-interval; equal to the mean with
-    one seed); ``test_diff`` (mean over paired seeds of experiment minus ``baseline``, final test
-    accuracy), ``test_diff_lo``/``test_diff_hi`` and ``n_paired`` (seeds both ran on the split;
-    0 and empty differences for the baseline itself and for splits the baseline did not run).
+    Columns (:data:`SUMMARY_COLUMNS`): experiment, split, family, intervention, step, n_seeds;
+    ``train_accuracy``, ``test_accuracy``, ``test_new_caption_accuracy`` and
+    ``test_new_image_accuracy`` (pooled over seeds: the mean when every seed has as many samples)
+    with ``_lo``/``_hi`` (95% interval, empty with one seed); ``n_test_new_caption_samples`` and
+    ``n_test_new_image_samples`` (test samples of each kind, summed over seeds; a kind without
+    samples has an empty accuracy); ``test_diff`` (experiment minus ``baseline``, final test
+    accuracy pooled over the seeds both ran), ``test_diff_lo``/``test_diff_hi`` and ``n_paired``
+    (those seeds; 0 and empty differences for the baseline itself and for splits the baseline did
+    not run).
     """
     table = load_metrics(metrics, _COLUMNS)
     final = final_rows(table)
-    columns = [
-        "experiment",
-        "split",
-        "family",
-        "intervention",
-        "step",
-        "n_seeds",
-        *(f"{c}{s}" for c in ("train_accuracy", "test_accuracy") for s in ("", "_lo", "_hi")),
-        "test_diff",
-        "test_diff_lo",
-        "test_diff_hi",
-        "n_paired",
-    ]
     if final.empty:
-        return pd.DataFrame(columns=columns)
-    agg = aggregate_seeds(final, ["experiment", "split"], ["train_accuracy", "test_accuracy"], how="mean")
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    agg = aggregate_seeds(final, ["experiment", "split"], list(ACCURACY_COUNTS), how="mean", counts=ACCURACY_COUNTS)
     groups = final.groupby(["experiment", "split"], sort=False)
-    info = groups[["family", "intervention", "step"]].first().reset_index()
-    agg = info.merge(agg, on=["experiment", "split"], how="left")
-
-    base = final[final["experiment"] == baseline][["split", "seed", "test_accuracy"]]
-    paired = final[final["experiment"] != baseline].merge(base, on=["split", "seed"], suffixes=("", "_baseline"))
-    paired = paired.assign(test_diff=paired["test_accuracy"] - paired["test_accuracy_baseline"])
-    diff = aggregate_seeds(paired, ["experiment", "split"], ["test_diff"], how="mean")
-    diff = diff.rename(columns={"test_diff_n": "n_paired"}).drop(columns="n_seeds")
-    out = agg.merge(diff, on=["experiment", "split"], how="left")
+    info = groups[["family", "intervention", "step"]].first()
+    for kind in HELD_OUT_KINDS:
+        column = f"n_test_{kind}_samples"
+        info[column] = groups[column].sum(min_count=1)
+    agg = info.reset_index().merge(agg, on=["experiment", "split"], how="left")
+    out = agg.merge(_paired_differences(final, baseline), on=["experiment", "split"], how="left")
     out["n_paired"] = out["n_paired"].fillna(0).astype(int)
-    return out[columns].reset_index(drop=True)
+    for kind in HELD_OUT_KINDS:
+        column = f"n_test_{kind}_samples"
+        out[column] = out[column].astype("Int64")
+    return out[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
 def write_summary(metrics_csv, output, *, baseline: str) -> pd.DataFrame:

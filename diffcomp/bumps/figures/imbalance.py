@@ -39,7 +39,8 @@ def imbalance_figure(metrics) -> Figure:
         curves_axes(ax_r2, "$R^2$", agg["step"])
         ax_acc.set_ylim(-0.03, 1.03)
         if agg["r2_x"].notna().any() or agg["r2_y"].notna().any():
-            low = np.nanmin(agg[["r2_x_lo", "r2_y_lo"]].to_numpy(dtype=np.float64))
+            # the means too: with one seed there is no interval
+            low = np.nanmin(agg[["r2_x", "r2_y", "r2_x_lo", "r2_y_lo"]].to_numpy(dtype=np.float64))
             ax_r2.set_ylim(min(-0.03, low - 0.03), 1.03)
         else:
             ax_r2.set_ylim(-0.03, 1.03)

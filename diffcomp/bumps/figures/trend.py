@@ -67,7 +67,7 @@ def increment_trend(metrics, sigma: float) -> pd.DataFrame:
     accuracy over seeds (NaN with fewer than 3 increments); ``n_increments``; ``n_seeds``; and, from
     the same rank correlation computed within each seed, ``rho_seed_mean``, ``rho_seed_lo`` and
     ``rho_seed_hi`` (mean and two-sided 95% Student-t interval over seeds, as
-    :func:`aggregate_seeds`; the interval collapses to the mean with one seed); and
+    :func:`aggregate_seeds`; NaN with one seed); and
     ``rho_noise_lo``, ``rho_noise_hi``, its 95% interval under the accuracies' sampling noise
     (:func:`sampling_interval`; NaN without an ``n_samples`` column). A negative rho means that
     smaller increments have reached a higher accuracy (learn faster).

@@ -30,10 +30,14 @@ row per (run, step) with the columns :data:`METRICS_COLUMNS`. Accuracies and fai
 fractions in [0, 1]; the audit columns (completeness, balance, coverage) are percents. ``baseline``
 names the experiment most figures show.
 
-Aggregation over seeds: :func:`diffcomp.stats.aggregate_seeds`, the mean with a two-sided
-95% Student-t interval ``mean +/- t_{0.975, n-1} sd / sqrt(n)`` (one seed: no interval). The final
-checkpoint of an (experiment, split) is the largest step any of its runs reached; only the runs at
-that step enter its final-checkpoint numbers. Accuracy intervals are clipped to [0, 1] when drawn.
+Aggregation over seeds: :func:`diffcomp.stats.aggregate_seeds`. Accuracies and failure fractions
+(proportions of a known number of samples, :data:`~diffcomp.relational.figures.tables.COUNTS`)
+are pooled over seeds with a 95% interval that stays in [0, 1] (the Wilson score interval at the
+design-effect sample size, Student's t at n_seeds - 1 df: :func:`diffcomp.stats.proportion_interval`);
+the audit's percents get the mean with its t-interval. With one seed there is no interval and
+none is drawn; with two or more every figure that draws a mean over seeds also draws each seed's
+value as a small marker. The final checkpoint of an (experiment, split) is the largest step any of
+its runs reached; only the runs at that step enter its final-checkpoint numbers.
 """
 
 from diffcomp.io import save_figure
@@ -44,7 +48,13 @@ from diffcomp.relational.figures.samples import sample_grid_figure
 from diffcomp.relational.figures.scatter import SCATTER_AXES, scatter_figure, scatter_rhos
 from diffcomp.relational.figures.skew import skew_figure
 from diffcomp.relational.figures.style import CORRECT_COLOUR, FAILURE_COLOURS, MIN_FONT_SIZE, WRONG_COLOUR
-from diffcomp.relational.figures.tables import METRICS_COLUMNS, final_points, load_metrics, read_relational_metrics
+from diffcomp.relational.figures.tables import (
+    METRICS_COLUMNS,
+    final_points,
+    final_seed_rows,
+    load_metrics,
+    read_relational_metrics,
+)
 from diffcomp.relational.figures.write import FIGURES, write_relational_figure
 from diffcomp.stats import aggregate_seeds, spearman_rho
 
@@ -60,6 +70,7 @@ __all__ = [
     "aggregate_seeds",
     "curves_figure",
     "final_points",
+    "final_seed_rows",
     "intervention_runs",
     "interventions_figure",
     "load_metrics",

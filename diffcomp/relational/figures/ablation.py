@@ -10,8 +10,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from diffcomp.plotting import no_data_figure
-from diffcomp.relational.figures.style import _seeds_text, _yerr
-from diffcomp.relational.figures.tables import _FINAL_COLUMNS, _final_aggregate, _ordered, load_metrics
+from diffcomp.relational.figures.style import _over_seeds, _seed_markers, _yerr
+from diffcomp.relational.figures.tables import _FINAL_COLUMNS, _final_aggregate, _ordered, final_rows, load_metrics
 
 _ABLATION_COLUMNS = (*_FINAL_COLUMNS, "encoder", "pos_emb")  # "intervention" is used when present
 
@@ -50,12 +50,14 @@ def _experiment_description(agg: pd.DataFrame, experiments: Sequence[str], basel
 def ablation_figure(metrics, baseline: str) -> Figure:
     """Final test accuracy per split, one bar per experiment (baseline first, then table order).
 
-    Bars are the mean over seeds with 95% t-interval error bars; splits are grouped in table order
+    Bars are the mean over seeds with 95% interval error bars (bounded; none with one seed) and each
+    seed's value as a small dot; splits are grouped in table order
     (the baseline's splits first). The legend gives each experiment's encoder and position
     embedding, the title which of the two differ between experiments.
     """
     table = load_metrics(metrics, _ABLATION_COLUMNS)
     agg = _final_aggregate(table)
+    final = final_rows(table)
     if agg.empty:
         return no_data_figure("no runs", size=(7.0, 3.0))
     names = _ordered(agg["experiment"])
@@ -85,6 +87,9 @@ def ablation_figure(metrics, baseline: str) -> Figure:
             linewidth=0.4,
             label=labels[experiment] + (" (baseline)" if experiment == baseline else ""),
         )
+        for position, split in zip(x + (k - (n_exp - 1) / 2) * width, splits, strict=True):
+            seeds = final.loc[(final["experiment"] == experiment) & (final["split"] == split), "test_accuracy"]
+            _seed_markers(ax, position, seeds, "black", gid=f"seeds:{experiment}:{split}")
         missing = rows["test_accuracy"].isna().to_numpy()
         for position in x[missing]:
             ax.text(position + (k - (n_exp - 1) / 2) * width, 0.01, "n/a", ha="center", fontsize=5, rotation=90)
@@ -96,8 +101,7 @@ def ablation_figure(metrics, baseline: str) -> Figure:
     fig.legend(loc="outside lower center", ncols=min(n_exp, 3), fontsize=7, frameon=False)
     missing_base = "" if baseline in names else f"; baseline {baseline!r} has no runs"
     fig.suptitle(
-        f"Final test accuracy by experiment (mean, 95% t-interval over {_seeds_text(agg['n_seeds'])})\n"
-        f"{varied}{missing_base}",
+        f"Final test accuracy by experiment ({_over_seeds(agg['n_seeds'])})\n{varied}{missing_base}",
         fontsize=10,
     )
     return fig

@@ -12,8 +12,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from diffcomp.plotting import curves_axes, no_data_figure
-from diffcomp.relational.figures.style import _seeds_text, _yerr
-from diffcomp.relational.figures.tables import _final_aggregate, _ordered, load_metrics
+from diffcomp.relational.figures.style import SEED_MARKER, _over_seeds, _seed_markers, _yerr
+from diffcomp.relational.figures.tables import COUNTS, _final_aggregate, _ordered, final_rows, load_metrics
 from diffcomp.stats import aggregate_seeds
 
 # final train accuracy on the interventions figure's bars (and its legend entry)
@@ -25,7 +25,18 @@ _TRAIN_MARKER = {
     "markeredgecolor": "white",
     "color": "black",
 }
-_INTERVENTION_COLUMNS = ("experiment", "split", "seed", "step", "train_accuracy", "test_accuracy", "intervention")
+_TEST_COUNT = {"test_accuracy": COUNTS["test_accuracy"]}
+_INTERVENTION_COLUMNS = (
+    "experiment",
+    "split",
+    "seed",
+    "step",
+    "train_accuracy",
+    "test_accuracy",
+    "n_train_samples",
+    "n_test_samples",
+    "intervention",
+)
 # Line style and marker of each split in the interventions figure's curves (cycled beyond its length).
 _SPLIT_STYLES = (
     ("-", None),
@@ -105,14 +116,16 @@ def interventions_figure(metrics, baseline: str) -> Figure:
     """Each intervention experiment against ``baseline`` on the splits and seeds both ran.
 
     Left: per split (the baseline's order), one bar per experiment (baseline first, then table
-    order): the final-checkpoint test accuracy, mean over seeds with 95% t-interval error bars
-    ("n/a" where an experiment lacks the split), and a black diamond at the final train accuracy (mean
-    over seeds). Right: test accuracy against training step, one colour per experiment (as its bars)
-    and one line style/marker per split, mean over seeds with a shaded 95% t-interval where 2+
-    seeds entered; a projection-* experiment is drawn after the baseline's final step (its steps
-    added to it, see :func:`intervention_runs`), which a dotted grey line marks. Experiments that
-    are not interventions are left out. Bars are labelled "experiment (intervention)". With no
-    baseline runs, no intervention experiment or no split in common: a "no ..." figure.
+    order): the final-checkpoint test accuracy, mean over seeds with 95% interval error bars
+    (bounded, :func:`diffcomp.stats.proportion_interval`; none with one seed) and each seed's value
+    as a small dot ("n/a" where an experiment lacks the split), and a black diamond at the final
+    train accuracy (mean over seeds). Right: test accuracy against training step, one colour per
+    experiment (as its bars) and one line style/marker per split, mean over seeds with a shaded 95%
+    interval and each seed's value as a small dot where 2+ seeds entered; a projection-* experiment
+    is drawn after the baseline's final step (its steps added to it, see :func:`intervention_runs`),
+    which a dotted grey line marks. Experiments that are not interventions are left out. Bars are
+    labelled "experiment (intervention)". With no baseline runs, no intervention experiment or no
+    split in common: a "no ..." figure.
     """
     table, interventions, reason = intervention_runs(metrics, baseline)
     if reason:
@@ -121,6 +134,7 @@ def interventions_figure(metrics, baseline: str) -> Figure:
     labels = {e: _intervention_label(e, interventions.get(e, "baseline"), baseline) for e in experiments}
     colours = _experiment_colours(experiments)
     agg = _final_aggregate(table, ("train_accuracy", "test_accuracy"))
+    final = final_rows(table)
     splits = _ordered(table.loc[table["experiment"] == baseline, "split"])
     n_exp, n_splits = len(experiments), len(splits)
     bars_width = min(12.0, max(3.8, 0.28 * n_exp * n_splits + 0.5 * n_splits + 1.5))
@@ -153,6 +167,9 @@ def interventions_figure(metrics, baseline: str) -> Figure:
             gid=f"train:{experiment}",
             label="_nolegend_",
         )
+        for at, split in zip(position, splits, strict=True):
+            seeds = final.loc[(final["experiment"] == experiment) & (final["split"] == split), "test_accuracy"]
+            _seed_markers(ax_bar, at, seeds, "black", gid=f"seeds:{experiment}:{split}")
         for p in position[rows["test_accuracy"].isna().to_numpy()]:
             ax_bar.text(p, 0.01, "n/a", ha="center", fontsize=5, rotation=90)
     ax_bar.set_xticks(
@@ -171,7 +188,7 @@ def interventions_figure(metrics, baseline: str) -> Figure:
             rows = table[(table["experiment"] == experiment) & (table["split"] == split)]
             if rows.empty:
                 continue
-            curve = aggregate_seeds(rows, ["plot_step"], ["test_accuracy"], how="mean")
+            curve = aggregate_seeds(rows, ["plot_step"], ["test_accuracy"], how="mean", counts=_TEST_COUNT)
             steps = curve["plot_step"].to_numpy(dtype=np.float64)
             linestyle, marker = styles[split]
             ax_curve.plot(
@@ -187,7 +204,8 @@ def interventions_figure(metrics, baseline: str) -> Figure:
             base_rows = table[(table["experiment"] == baseline) & (table["split"] == split)]
             if interventions.get(experiment, "").startswith("projection-") and not base_rows.empty:
                 # continue from the base run's last point, which the projection starts from
-                base = aggregate_seeds(base_rows, ["plot_step"], ["test_accuracy"], how="mean").iloc[-1]
+                base = aggregate_seeds(base_rows, ["plot_step"], ["test_accuracy"], how="mean", counts=_TEST_COUNT)
+                base = base.iloc[-1]
                 ax_curve.plot(
                     [base["plot_step"], steps[0]],
                     [base["test_accuracy"], curve["test_accuracy"].iloc[0]],
@@ -199,11 +217,19 @@ def interventions_figure(metrics, baseline: str) -> Figure:
             if (curve["test_accuracy_n"] >= 2).any():
                 ax_curve.fill_between(
                     steps,
-                    np.clip(curve["test_accuracy_lo"].to_numpy(dtype=np.float64), 0.0, 1.0),
-                    np.clip(curve["test_accuracy_hi"].to_numpy(dtype=np.float64), 0.0, 1.0),
+                    curve["test_accuracy_lo"].to_numpy(dtype=np.float64),
+                    curve["test_accuracy_hi"].to_numpy(dtype=np.float64),
                     color=colours[experiment],
                     alpha=0.15,
                     linewidth=0,
+                )
+            if rows["seed"].nunique() >= 2:
+                ax_curve.plot(
+                    rows["plot_step"],
+                    rows["test_accuracy"],
+                    color=colours[experiment],
+                    gid=f"seeds:{experiment}:{split}",
+                    **SEED_MARKER,
                 )
     curves_axes(ax_curve, "test accuracy", table["plot_step"])
     ax_curve.set_ylim(-0.03, 1.03)
@@ -223,8 +249,7 @@ def interventions_figure(metrics, baseline: str) -> Figure:
         handles.append(Line2D([], [], color="0.55", linestyle=(0, (1, 2)), label="base run's last step"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=7, frameon=False)
     fig.suptitle(
-        f"Interventions against {baseline} (mean, 95% t-interval over {_seeds_text(agg['n_seeds'])})\n"
-        f"splits: {', '.join(splits)}",
+        f"Interventions against {baseline} ({_over_seeds(agg['n_seeds'])})\nsplits: {', '.join(splits)}",
         fontsize=10,
     )
     return fig

@@ -7,11 +7,11 @@ from matplotlib.figure import Figure
 from diffcomp.relational.figures.style import (
     _accuracy_scatter,
     _marker_legend,
+    _over_seeds,
     _rho_text,
-    _seeds_text,
     _split_colours,
 )
-from diffcomp.relational.figures.tables import _ordered, final_points
+from diffcomp.relational.figures.tables import _ordered, final_points, final_seed_rows
 from diffcomp.stats import spearman_rho
 
 # Audit x axes of the scatter figure: (column of final_points, axis label).
@@ -37,14 +37,16 @@ def scatter_figure(metrics, baseline: str) -> Figure:
     Three panels (:data:`SCATTER_AXES`): visual completeness (mean of r1 and r2), visual balance and
     coverage, each titled with Spearman's rho over the splits (:func:`scatter_rhos`; "n/a" with fewer
     than 3 distinct points or a constant axis). A point is the mean over seeds with its 95%
-    t-interval as error bar, labelled with the split's name; random splits are triangles.
+    interval as error bar (none with one seed) and each seed's value as a small dot, labelled with
+    the split's name; random splits are triangles.
     """
     points = final_points(metrics, baseline)
+    seeds = final_seed_rows(metrics, baseline)
     colours = _split_colours(points["split"].tolist())
     fig = Figure(figsize=(11.0, 4.0), layout="constrained")
     axes = fig.subplots(1, len(SCATTER_AXES), sharey=True)
     for ax, (column, label) in zip(axes, SCATTER_AXES, strict=True):
-        n = _accuracy_scatter(ax, points, column, label, colours)
+        n = _accuracy_scatter(ax, points, column, label, colours, seeds)
         rho = spearman_rho(points[column], points["test_accuracy"])
         ax.set_title(_rho_text(rho, n), fontsize=9)
     for ax in axes[1:]:
@@ -53,8 +55,7 @@ def scatter_figure(metrics, baseline: str) -> Figure:
     step = "/".join(str(int(s)) for s in _ordered(points["step"].dropna()))
     when = f" at step {step}" if step else ""
     fig.suptitle(
-        f"{baseline}: final test accuracy{when} against the training set's audit "
-        f"(mean, 95% t-interval over {_seeds_text(points['n_seeds'])})",
+        f"{baseline}: final test accuracy{when} against the training set's audit ({_over_seeds(points['n_seeds'])})",
         fontsize=10,
     )
     return fig

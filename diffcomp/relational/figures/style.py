@@ -1,4 +1,10 @@
-"""Style of the relational figures: colours, texts, and the accuracy scatter of the scatter and skew figures."""
+"""Style of the relational figures: colours, texts, per-seed markers, and the accuracy scatter of the
+scatter and skew figures.
+
+A mean over seeds is drawn with its 95% interval (:mod:`diffcomp.stats`: bounded for accuracies)
+and, where two or more seeds entered it, each seed's value as a small marker; with one seed there
+is no interval and nothing is drawn for one.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +36,17 @@ def _split_colours(splits: Sequence[str]) -> dict[str, object]:
     return {s: cmap(k / (len(splits) - 1)) for k, s in enumerate(splits)}
 
 
+# Per-seed values: small markers drawn over the mean and its interval.
+SEED_MARKER = {
+    "marker": "o",
+    "markersize": 2.8,
+    "linestyle": "",
+    "alpha": 0.9,
+    "markeredgewidth": 0.4,
+    "markeredgecolor": "white",  # keeps a dot visible on an error bar of its colour
+}
+
+
 def _seeds_text(n_seeds) -> str:
     n = pd.Series(n_seeds, dtype="float64").dropna()
     if n.empty:
@@ -38,6 +55,24 @@ def _seeds_text(n_seeds) -> str:
     if low == high:
         return f"{low} seed{'s' if low != 1 else ''}"
     return f"{low}-{high} seeds"
+
+
+def _over_seeds(n_seeds) -> str:
+    """How a figure's means are drawn: "mean, 95% interval over 3 seeds, dots: seeds", or "1 seed, no interval"."""
+    n = pd.Series(n_seeds, dtype="float64").dropna()
+    if n.empty or n.max() < 2:
+        return f"{_seeds_text(n_seeds)}, no interval"
+    return f"mean, 95% interval over {_seeds_text(n_seeds)}, dots: seeds"
+
+
+def _seed_markers(ax, x, values, colour, gid: str | None = None, **style) -> None:
+    """Each seed's value (``values``) as a small marker at ``x``; nothing for fewer than two finite values."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return
+    x = np.broadcast_to(np.asarray(x, dtype=np.float64), values.shape)
+    ax.plot(x, values, color=colour, zorder=4, gid=gid, **{**SEED_MARKER, **style})
 
 
 def _is_random(family: str) -> bool:
@@ -50,15 +85,22 @@ def _rho_text(rho: float, n: int) -> str:
 
 
 def _yerr(points: pd.DataFrame, column: str) -> np.ndarray:
-    """Asymmetric error bars of an accuracy column, its interval clipped to [0, 1]; 0 where unknown."""
+    """Asymmetric error bars of an accuracy column (its interval, inside [0, 1]); NaN, drawn as
+    nothing, where there is no interval (one seed)."""
     mean = points[column].to_numpy(dtype=np.float64)
     low = np.clip(points[f"{column}_lo"].to_numpy(dtype=np.float64), 0.0, 1.0)
     high = np.clip(points[f"{column}_hi"].to_numpy(dtype=np.float64), 0.0, 1.0)
-    return np.nan_to_num(np.clip(np.vstack([mean - low, high - mean]), 0.0, None), nan=0.0)
+    return np.clip(np.vstack([mean - low, high - mean]), 0.0, None)
 
 
-def _accuracy_scatter(ax, points: pd.DataFrame, xcol: str, xlabel: str, colours: Mapping) -> int:
-    """Final test accuracy against ``xcol``, one labelled point per split; returns how many were drawn."""
+def _accuracy_scatter(
+    ax, points: pd.DataFrame, xcol: str, xlabel: str, colours: Mapping, seeds: pd.DataFrame | None = None
+) -> int:
+    """Final test accuracy against ``xcol``, one labelled point per split; returns how many were drawn.
+
+    A point is the value over seeds with its interval as error bar; ``seeds`` (the per-seed rows,
+    with ``split`` and ``test_accuracy``) adds each seed's value as a small marker at the point's x.
+    """
     keep = points[xcol].notna() & points["test_accuracy"].notna()
     shown = points[keep]
     ax.set_xlabel(xlabel, fontsize=8)
@@ -82,6 +124,9 @@ def _accuracy_scatter(ax, points: pd.DataFrame, xcol: str, xlabel: str, colours:
             markeredgecolor="black",
             markeredgewidth=0.5,
         )
+        if seeds is not None:
+            values = seeds.loc[seeds["split"] == row.split, "test_accuracy"]
+            _seed_markers(ax, getattr(row, xcol), values, "black", gid=f"seeds:{row.split}")
     # One label per distinct point: splits that land on the same spot share it ("a, b").
     labels: dict[tuple[float, float], list[str]] = {}
     for row in shown.itertuples(index=False):
