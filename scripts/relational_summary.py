@@ -1,5 +1,6 @@
-"""Rule relational_summary: each (experiment, split) at its final checkpoint, mean over seeds with
-95% t-intervals, and each experiment's paired difference from the baseline."""
+"""Rule relational_summary: each (experiment, split) at its final checkpoint, accuracies pooled over
+seeds with their 95% intervals (inside [0, 1]), and each experiment's paired difference from the
+baseline with its interval (inside [-1, 1])."""
 
 from diffcomp.relational.summary import write_summary
 from diffcomp.workflow import rule_logging
