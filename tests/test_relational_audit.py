@@ -321,18 +321,20 @@ def _valid_lines(n, quoted=False):
     )
 
 
-# A bad line after 3,000 good ones (many blocks of 4 KiB), with the lines before it plain, CRLF or
-# quoted (the csv module's reading), after a field spanning lines, or after blank lines.
+# A bad line after 3,000 good ones (many blocks of 2,000 bytes), with the lines before it plain,
+# ending in CRLF or in CR alone, quoted (the csv module's reading), after a field spanning lines, or
+# after blank lines.
 @pytest.mark.parametrize(
     "before",
     [
         _valid_lines(3000),
         _valid_lines(3000).replace("\n", "\r\n"),
+        _valid_lines(3000).replace("\n", "\r"),
         _valid_lines(3000, quoted=True),
         _valid_lines(1500) + 'a,above,"b\n\nc"\n' + _valid_lines(1500),
         _valid_lines(1500) + "\n\n  \n" + _valid_lines(1500),
     ],
-    ids=["plain", "crlf", "quoted", "multiline-field", "blank-lines"],
+    ids=["plain", "crlf", "cr", "quoted", "multiline-field", "blank-lines"],
 )
 @pytest.mark.parametrize(
     "bad",

@@ -278,12 +278,13 @@ def audit_file(path, vocab_size: int, block_bytes: int = BLOCK_BYTES, fast_from_
 def _blocks(handle, size: int) -> Iterator[bytes]:
     """The bytes of a file, a leading UTF-8 byte-order mark dropped, in pieces of about ``size``
     bytes that end at a line end (the last at the end of the file); the first piece is at most
-    64 KiB, which the header is read from."""
+    64 KiB, which the header is read from. A piece ends at a \n, or where there is none at a \r
+    that is not the piece's last byte (so never between the \r and \n of a CRLF)."""
     carry = handle.read(max(min(size, 1 << 16), len(_UTF8_BOM)))
     if carry.startswith(_UTF8_BOM):
         carry = carry[len(_UTF8_BOM) :]
     while True:
-        cut = carry.rfind(b"\n") + 1
+        cut = (carry.rfind(b"\n") + 1) or (carry.rfind(b"\r", 0, len(carry) - 1) + 1)
         if cut:
             yield carry[:cut]
             carry = carry[cut:]
