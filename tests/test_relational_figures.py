@@ -652,3 +652,41 @@ def test_skew_figure_shows_test_accuracy_by_kind_of_held_out_triple(metrics, tmp
     assert sum(t.get_text() == "n/a" for t in fig.axes[2].texts) == 2
     no_kinds = metrics.assign(test_new_caption_accuracy=np.nan, test_new_image_accuracy=np.nan)
     assert any(t.get_text() == "no data" for t in F.skew_figure(no_kinds, "baseline").axes[2].texts)
+
+
+def test_interventions_compare_a_projection_with_its_base(tmp_path):
+    """A projection fine-tuned on another experiment (t5_random) is drawn beside that base, and its
+    curve continues from the base's last point, not the baseline's."""
+    rows = []
+    for seed in (0, 1):
+        for experiment, steps, params, test in (
+            ("baseline", (600, 1200), "none", (0.5, 0.9)),
+            ("t5_random", (600, 1200), "none", (0.1, 0.2)),
+            ("wiclp_random", (150, 300), "base=t5_random variant=window window=2", (0.25, 0.3)),
+        ):
+            for step, accuracy in zip(steps, test, strict=True):
+                rows.append(
+                    {
+                        "experiment": experiment,
+                        "split": "band",
+                        "seed": seed,
+                        "step": step,
+                        "train_accuracy": 1.0,
+                        "test_accuracy": accuracy,
+                        "n_train_samples": 64,
+                        "n_test_samples": 64,
+                        "intervention": "projection-window" if experiment == "wiclp_random" else "baseline",
+                        "intervention_params": params,
+                    }
+                )
+    table, interventions, reason = F.intervention_runs(pd.DataFrame(rows), "baseline")
+    assert reason == "" and interventions == {"t5_random": "baseline", "wiclp_random": "projection-window"}
+    projected = table[table["experiment"] == "wiclp_random"]
+    assert sorted(set(projected["plot_step"])) == [1350.0, 1500.0]  # after t5_random's final step
+    fig = F.interventions_figure(pd.DataFrame(rows), "baseline")
+    ax_bar, ax_curve = fig.axes[:2]
+    labels = [t.get_text() for t in ax_bar.get_legend_handles_labels()[1]] if ax_bar.get_legend() else []
+    labels += [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert any("t5_random (base)" in label for label in labels), labels
+    link = _line(ax_curve, "link:wiclp_random:band")
+    assert list(link.get_ydata()) == pytest.approx([0.2, 0.25])  # from t5_random's final mean

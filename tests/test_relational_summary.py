@@ -135,3 +135,20 @@ def test_a_table_without_accuracies_is_refused():
         final_summary(metrics().drop(columns="test_accuracy"), "baseline")
     with pytest.raises(ValueError, match="n_test_new_image_samples"):
         final_summary(metrics().drop(columns="n_test_new_image_samples"), "baseline")
+
+
+def test_a_projection_is_paired_with_its_base_experiment():
+    """wiclp_random fine-tunes t5_random's runs: its effect is measured against t5_random, not the baseline."""
+    rows = []
+    for seed, (base, random_, projected) in enumerate([(0.9, 0.2, 0.3), (0.8, 0.1, 0.3), (1.0, 0.2, 0.2)]):
+        rows.append(_row("baseline", "band", seed, 1200, 1.0, base))
+        rows.append(_row("t5_random", "band", seed, 1200, 0.4, random_))
+        rows.append(_row("wiclp_random", "band", seed, 300, 0.5, projected, "projection-window"))
+    table = pd.DataFrame(rows)
+    table["intervention_params"] = ["none", "none", "base=t5_random variant=window window=2"] * 3
+    summary = final_summary(table, "baseline").set_index("experiment")
+    assert summary.loc["wiclp_random", "reference"] == "t5_random"
+    assert summary.loc["wiclp_random", "test_diff"] == pytest.approx(0.1)
+    assert summary.loc["t5_random", "reference"] == "baseline"
+    assert summary.loc["t5_random", "test_diff"] == pytest.approx(-0.7333333)
+    assert summary.loc["baseline", "n_paired"] == 0

@@ -10,8 +10,9 @@ the baseline, its **paired difference** from the baseline: the experiment's fina
 minus the baseline's on the same split and seeds, with Newcombe's hybrid score interval for
 paired data built from the two arms' intervals (:func:`diffcomp.stats.paired_difference_interval`,
 inside [-1, 1]). Pairing keeps what the two runs of a seed share (the split's difficulty, the
-sampled triples) out of the effect's interval. A projection experiment's runs start from its
-base's final weights, so its difference is exactly what the fine-tuning changed. With one seed
+sampled triples) out of the effect's interval. A projection experiment is paired with its base
+experiment instead (the baseline or another one, e.g. an encoder ablation): its runs start from
+the base's final weights, so its difference is exactly what the fine-tuning changed. With one seed
 (or one paired seed) there is no interval: its cells are empty.
 """
 
@@ -21,7 +22,7 @@ import pandas as pd
 
 from diffcomp.io import write_csv
 from diffcomp.relational.evaluate import HELD_OUT_KINDS
-from diffcomp.relational.figures.tables import COUNTS, final_rows, load_metrics
+from diffcomp.relational.figures.tables import COUNTS, final_rows, load_metrics, reference_experiments
 from diffcomp.stats import aggregate_seeds, paired_difference_interval
 
 # Proportion columns of the summary and the metrics column of each one's sample count.
@@ -44,6 +45,7 @@ SUMMARY_COLUMNS = [
     "split",
     "family",
     "intervention",
+    "reference",
     "step",
     "n_seeds",
     *(f"{c}{s}" for c in ACCURACY_COUNTS for s in ("", "_lo", "_hi")),
@@ -55,10 +57,14 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def _paired_differences(final: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Per (experiment, split) other than the baseline's: test_diff, its interval and n_paired."""
-    base = final[final["experiment"] == baseline][["split", "seed", "test_accuracy", "n_test_samples"]]
-    paired = final[final["experiment"] != baseline].merge(base, on=["split", "seed"], suffixes=("", "_baseline"))
+def _paired_differences(final: pd.DataFrame, references: dict[str, str]) -> pd.DataFrame:
+    """Per (experiment, split) other than a reference's own: test_diff against its reference
+    experiment, its interval and n_paired."""
+    columns = ["experiment", "split", "seed", "test_accuracy", "n_test_samples"]
+    reference = final[columns].rename(columns={"experiment": "reference"})
+    own = final.assign(reference=final["experiment"].map(references))
+    own = own[own["experiment"] != own["reference"]]
+    paired = own.merge(reference, on=["reference", "split", "seed"], suffixes=("", "_baseline"))
     paired = paired.sort_values(["seed"], kind="stable")
     rows = []
     for (experiment, split), group in paired.groupby(["experiment", "split"], sort=False):
@@ -87,10 +93,11 @@ def final_summary(metrics, baseline: str) -> pd.DataFrame:
     ``test_new_image_accuracy`` (pooled over seeds: the mean when every seed has as many samples)
     with ``_lo``/``_hi`` (95% interval, empty with one seed); ``n_test_new_caption_samples`` and
     ``n_test_new_image_samples`` (test samples of each kind, summed over seeds; a kind without
-    samples has an empty accuracy); ``test_diff`` (experiment minus ``baseline``, final test
-    accuracy pooled over the seeds both ran), ``test_diff_lo``/``test_diff_hi`` and ``n_paired``
-    (those seeds; 0 and empty differences for the baseline itself and for splits the baseline did
-    not run).
+    samples has an empty accuracy); ``reference`` (the experiment it is compared with: a
+    projection's base, else ``baseline``); ``test_diff`` (experiment minus its reference, final
+    test accuracy pooled over the seeds both ran), ``test_diff_lo``/``test_diff_hi`` and
+    ``n_paired`` (those seeds; 0 and empty differences for the baseline itself and for splits its
+    reference did not run).
     """
     table = load_metrics(metrics, _COLUMNS)
     final = final_rows(table)
@@ -103,7 +110,9 @@ def final_summary(metrics, baseline: str) -> pd.DataFrame:
         column = f"n_test_{kind}_samples"
         info[column] = groups[column].sum(min_count=1)
     agg = info.reset_index().merge(agg, on=["experiment", "split"], how="left")
-    out = agg.merge(_paired_differences(final, baseline), on=["experiment", "split"], how="left")
+    references = reference_experiments(final, baseline)
+    agg["reference"] = agg["experiment"].map(references)
+    out = agg.merge(_paired_differences(final, references), on=["experiment", "split"], how="left")
     out["n_paired"] = out["n_paired"].fillna(0).astype(int)
     for kind in HELD_OUT_KINDS:
         column = f"n_test_{kind}_samples"

@@ -13,7 +13,14 @@ from matplotlib.patches import Patch
 
 from diffcomp.plotting import curves_axes, no_data_figure
 from diffcomp.relational.figures.style import SEED_MARKER, _over_seeds, _seed_markers, _yerr
-from diffcomp.relational.figures.tables import COUNTS, _final_aggregate, _ordered, final_rows, load_metrics
+from diffcomp.relational.figures.tables import (
+    COUNTS,
+    _final_aggregate,
+    _ordered,
+    final_rows,
+    load_metrics,
+    reference_experiments,
+)
 from diffcomp.stats import aggregate_seeds
 
 # final train accuracy on the interventions figure's bars (and its legend entry)
@@ -55,6 +62,8 @@ _SPLIT_STYLES = (
 def _intervention_label(experiment: str, intervention: str, baseline: str) -> str:
     if experiment == baseline:
         return experiment if experiment == "baseline" else f"{experiment} (baseline)"
+    if intervention == "baseline":  # a projection's base other than the baseline
+        return f"{experiment} (base)"
     return f"{experiment} ({intervention})"
 
 
@@ -63,18 +72,21 @@ def intervention_runs(metrics, baseline: str) -> tuple[pd.DataFrame, dict[str, s
 
     Returns ``(table, interventions, reason)``. ``interventions``: ``{experiment: intervention}``
     in table order for every experiment other than ``baseline`` whose ``intervention`` is neither
-    "baseline" nor empty (projection-*, contrastive-*); other experiments (e.g. encoder ablations)
-    are left out. ``table``: the baseline's rows and the interventions' rows on the splits both ran,
-    an intervention's runs restricted to the (split, seed) pairs the baseline ran (they are
-    compared with those runs), plus ``plot_step``: the step, and for a projection-* experiment
-    (which fine-tunes the baseline's final weights, its steps counting from 0) the step plus the
-    baseline's final step on that split. ``reason``: "" when there is something to draw, else a
-    "no ..." text (no baseline runs, no intervention experiments, no split in common).
+    "baseline" nor empty (projection-*, contrastive-*), preceded by the other experiments a
+    projection fine-tunes (its base, e.g. an encoder ablation; intervention "baseline"); other
+    experiments are left out. Each intervention is compared with its reference
+    (:func:`~diffcomp.relational.figures.tables.reference_experiments`: a projection's base, else
+    the baseline). ``table``: the references' rows and the interventions' rows on the splits they
+    share, an intervention's runs restricted to the (split, seed) pairs its reference ran, plus
+    ``plot_step``: the step, and for a projection-* experiment (which fine-tunes its base's final
+    weights, its steps counting from 0) the step plus the base's final step on that split.
+    ``reason``: "" when there is something to draw, else a "no ..." text (no baseline runs, no
+    intervention experiments, no split in common).
     """
     table = load_metrics(metrics, _INTERVENTION_COLUMNS)
     table = table[table["step"].notna()]
     empty = table.iloc[0:0].assign(plot_step=pd.Series(dtype="float64"))
-    base = table[table["experiment"] == baseline]
+    references = reference_experiments(table, baseline)
     interventions = {}
     for experiment in _ordered(table["experiment"]):
         if experiment == baseline:
@@ -83,23 +95,39 @@ def intervention_runs(metrics, baseline: str) -> tuple[pd.DataFrame, dict[str, s
         labels = [v for v in labels if v != "baseline"]
         if labels:
             interventions[experiment] = "/".join(labels)
-    if base.empty:
+    if table[table["experiment"] == baseline].empty:
         return empty, interventions, f"no runs of the baseline experiment {baseline!r}"
     if not interventions:
         return empty, interventions, f"no intervention experiments (projection-*, contrastive-*) besides {baseline!r}"
-    base_runs = set(zip(base["split"], base["seed"], strict=True))
-    others = table[table["experiment"].isin(list(interventions))]
-    paired = [(split, seed) in base_runs for split, seed in zip(others["split"], others["seed"], strict=True)]
-    others = others[np.asarray(paired, dtype=bool)]
-    splits = [s for s in _ordered(base["split"]) if s in set(others["split"])]
-    if not splits:
+    kept, compared = [], set()
+    for experiment in interventions:
+        reference = table[table["experiment"] == references[experiment]]
+        runs = set(zip(reference["split"], reference["seed"], strict=True))
+        rows = table[table["experiment"] == experiment]
+        rows = rows[[(split, seed) in runs for split, seed in zip(rows["split"], rows["seed"], strict=True)]]
+        if not rows.empty:
+            kept.append(rows)
+            compared |= {(references[experiment], split) for split in rows["split"]}
+    if not kept:
         return empty, {}, f"no split run by both {baseline!r} and an intervention experiment"
-    interventions = {e: v for e, v in interventions.items() if e in set(others["experiment"])}
-    table = pd.concat([base[base["split"].isin(splits)], others[others["split"].isin(splits)]])
-    base_final = base.groupby("split")["step"].max()
+    others = pd.concat(kept)
+    bases = [e for e in _ordered([baseline, *(references[e] for e in interventions)]) if e not in interventions]
+    base_rows = [
+        table[(table["experiment"] == e) & table["split"].isin({s for r, s in compared if r == e})] for e in bases
+    ]
+    base_rows = [rows for rows in base_rows if not rows.empty]
+    extra = {
+        e: "baseline" for e in bases if e != baseline and any((rows["experiment"] == e).any() for rows in base_rows)
+    }
+    interventions = {**extra, **{e: v for e, v in interventions.items() if e in set(others["experiment"])}}
+    table = pd.concat([*base_rows, others])
+    final_step = table.groupby(["experiment", "split"])["step"].max()
     projection = table["experiment"].isin([e for e, v in interventions.items() if v.startswith("projection-")])
-    offset = table["split"].map(base_final).where(projection, 0.0).astype("float64")
-    table = table.assign(plot_step=table["step"].astype("float64") + offset)
+    offset = [
+        final_step.get((references[e], split), 0.0) if is_projection else 0.0
+        for e, split, is_projection in zip(table["experiment"], table["split"], projection, strict=True)
+    ]
+    table = table.assign(plot_step=table["step"].astype("float64") + np.asarray(offset, dtype="float64"))
     return table.reset_index(drop=True), interventions, ""
 
 
@@ -131,11 +159,12 @@ def interventions_figure(metrics, baseline: str) -> Figure:
     if reason:
         return no_data_figure(reason, size=(7.0, 3.0))
     experiments = [baseline, *interventions]
+    references = reference_experiments(table, baseline)
     labels = {e: _intervention_label(e, interventions.get(e, "baseline"), baseline) for e in experiments}
     colours = _experiment_colours(experiments)
     agg = _final_aggregate(table, ("train_accuracy", "test_accuracy"))
     final = final_rows(table)
-    splits = _ordered(table.loc[table["experiment"] == baseline, "split"])
+    splits = _ordered([*table.loc[table["experiment"] == baseline, "split"], *table["split"]])
     n_exp, n_splits = len(experiments), len(splits)
     bars_width = min(12.0, max(3.8, 0.28 * n_exp * n_splits + 0.5 * n_splits + 1.5))
     fig = Figure(figsize=(bars_width + 5.2, 4.8), layout="constrained")
@@ -201,7 +230,7 @@ def interventions_figure(metrics, baseline: str) -> Figure:
                 lw=1.3,
                 gid=f"curve:{experiment}:{split}",
             )
-            base_rows = table[(table["experiment"] == baseline) & (table["split"] == split)]
+            base_rows = table[(table["experiment"] == references[experiment]) & (table["split"] == split)]
             if interventions.get(experiment, "").startswith("projection-") and not base_rows.empty:
                 # continue from the base run's last point, which the projection starts from
                 base = aggregate_seeds(base_rows, ["plot_step"], ["test_accuracy"], how="mean", counts=_TEST_COUNT)

@@ -88,6 +88,20 @@ def _ordered(values) -> list:
     return list(dict.fromkeys(values))
 
 
+def reference_experiments(table: pd.DataFrame, baseline: str) -> dict[str, str]:
+    """Each experiment's reference, what its effect is measured against: a projection's base
+    experiment (its runs fine-tune the base's final weights; ``base=`` in the metrics table's
+    ``intervention_params``; a table without that column has no projections), else ``baseline``."""
+    references = {}
+    params_column = table["intervention_params"] if "intervention_params" in table else [""] * len(table)
+    for experiment, params in zip(table["experiment"], params_column, strict=True):
+        if experiment in references:
+            continue
+        pairs = dict(item.split("=", 1) for item in str(params).split() if "=" in item)
+        references[experiment] = pairs.get("base", baseline)
+    return references
+
+
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Rows at the final checkpoint (largest step) of each (experiment, split)."""
     table = table[table["step"].notna()]
