@@ -185,6 +185,8 @@ class CodeIndex:
             if module in followed:
                 continue
             followed.add(module)
+            if module not in self.modules:
+                raise ValueError(f"{script} runs code that imports {module}, which is not a module under {self.root}")
             todo.extend(self._file(self.modules[module], module)[1])
         # the packages on the way run their __init__: its own code counts
         ran = followed | {parent for module in followed for parent in _parents(module)}

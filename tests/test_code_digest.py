@@ -126,6 +126,9 @@ def test_a_scripts_code_is_what_it_imports_transitively(tmp_path):
     }
     with pytest.raises(ValueError, match="diffcomp.nothing"):
         index.modules_of("scripts/uses_c.py", "diffcomp.nothing")
+    write_package(tmp_path, {"scripts/broken.py": "from diffcomp.gone import G\n"})
+    with pytest.raises(ValueError, match="imports diffcomp.gone, which is not a module"):
+        CodeIndex(tmp_path).modules_of("scripts/broken.py")
 
 
 def test_an_edit_changes_the_digest_of_the_scripts_that_run_it_only(tmp_path):
