@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 LEAVES = {
     "diffcomp",
     "diffcomp.errors",
+    "diffcomp.code_digest",
     "diffcomp.runtime_keys",
     "diffcomp.io",
     "diffcomp.diffusion",
