@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import jsonschema
 import yaml
@@ -113,8 +114,35 @@ def check_retired_keys(config: dict) -> None:
         raise ConfigError("invalid configuration:\n" + "\n".join(found))
 
 
-def validate_config(config: dict) -> dict:
-    """Validate a whole workflow config; returns a deep copy with defaults filled in."""
+def build_check_key(config: dict) -> str:
+    """What the build checks' verdict on ``config`` depends on, hashed: the validated config, the
+    code the checks run (diffcomp.code_digest of diffcomp/checks.py) and the versions of the
+    libraries that build the models. Reads no module it hashes (no torch import)."""
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    from diffcomp.code_digest import code_index
+
+    versions = {}
+    for package in ("torch", "diffusers", "transformers", "tokenizers"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    code = code_index(Path(__file__).resolve().parents[1]).digest("diffcomp/checks.py")
+    blob = json.dumps({"config": config, "code": code, "versions": versions}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def validate_config(config: dict, build_check_cache=None) -> dict:
+    """Validate a whole workflow config; returns a deep copy with defaults filled in.
+
+    The last check builds every model on the meta device (diffcomp.checks: torch and diffusers
+    are imported, several seconds). With ``build_check_cache`` (a folder; the workflow passes one
+    under ``.snakemake/``), a config that passed them is remembered by :func:`build_check_key`
+    and not built again: a dry run, and every job of a cluster run, which parses the workflow
+    again, then costs no model build."""
     config = copy.deepcopy(dict(config))
     check_retired_keys(config)
     validate_section(config, "config")
@@ -128,9 +156,15 @@ def validate_config(config: dict) -> dict:
         from diffcomp.relational.config import check_relational
 
         check_relational(config["relational"])
+    marker = Path(build_check_cache) / build_check_key(config) if build_check_cache is not None else None
+    if marker is not None and marker.is_file():
+        return config
     from diffcomp.checks import check_buildable
 
     check_buildable(config)
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
     return config
 
 

@@ -38,7 +38,10 @@ from diffcomp.relational.splits import Split
 CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config.yaml"]
 
 try:
-    config.update(validate_config(config))
+    # a config that passed the model build checks is remembered there (diffcomp.config)
+    config.update(
+        validate_config(config, build_check_cache=".snakemake/diffcomp/build_checks")
+    )
 except ConfigError as err:
     # The message is about the user's config, not this file: no traceback pointing here.
     print(f"Error in config file {', '.join(CONFIG_FILES)}:\n{err}", file=sys.stderr)

@@ -120,3 +120,27 @@ def test_the_workflow_names_the_config_file_and_key_not_its_own_code(tmp_path):
     assert "bumps.model.norm_num_groups: 5 groups do not divide bumps.model.block_out_channels[0] = 16" in output
     assert "common.smk" not in output and "Traceback" not in output
     assert not (tmp_path / "results").exists()
+
+
+def test_a_config_that_passed_the_build_checks_is_not_built_again(tmp_path, monkeypatch):
+    """The workflow remembers a config that passed (a dry run, or each cluster job's parse, skips
+    the model builds); another config, or a failing one, is built."""
+    import diffcomp.checks
+    from diffcomp.config import build_check_key
+
+    built = []
+    real = diffcomp.checks.check_buildable
+    monkeypatch.setattr(diffcomp.checks, "check_buildable", lambda config: (built.append(1), real(config)))
+    cache = tmp_path / "build_checks"
+    validate_config(QUICK, build_check_cache=cache)
+    validate_config(QUICK, build_check_cache=cache)
+    assert len(built) == 1 and len(list(cache.iterdir())) == 1
+    other = broken(lambda c: c["relational"]["model"].update(attention_head_dim=4))
+    validate_config(other, build_check_cache=cache)
+    assert len(built) == 2
+    failing = broken(lambda c: c["relational"]["model"].update(norm_num_groups=7))
+    for _ in range(2):  # never remembered
+        with pytest.raises(ConfigError, match="norm_num_groups"):
+            validate_config(failing, build_check_cache=cache)
+    assert len(built) == 4 and len(list(cache.iterdir())) == 2
+    assert build_check_key(validate_config(QUICK)) != build_check_key(validate_config(other))
