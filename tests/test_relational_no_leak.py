@@ -272,3 +272,10 @@ def test_foreign_noun_pretraining_reads_no_held_out_caption(tmp_path, monkeypatc
     assert set(recorder.texts) == training_captions | foreign_captions
     with pytest.raises(ValueError, match="foreign_nouns applies to t5-scratch's caption pretraining only"):
         text.build_caption_encoder("t5-scratch", names, seed=0, foreign_nouns=2, **TINY_TEXT_ENCODER)
+
+
+def test_every_split_family_is_checked():
+    """A new family in diffcomp.relational.splits must be added to FAMILIES above (with its parameters)."""
+    from diffcomp.relational.splits import FAMILIES as DEFINED
+
+    assert {spec["family"] for spec in FAMILIES} == set(DEFINED)
