@@ -690,3 +690,27 @@ def test_interventions_compare_a_projection_with_its_base(tmp_path):
     assert any("t5_random (base)" in label for label in labels), labels
     link = _line(ax_curve, "link:wiclp_random:band")
     assert list(link.get_ydata()) == pytest.approx([0.2, 0.25])  # from t5_random's final mean
+
+
+def test_labels_of_nearby_points_share_one_stacked_label_and_never_overlap(metrics):
+    """Splits at almost the same balance and accuracy (band and a twin 0.01 below it) are named in
+    one label; no two labels of the skew and scatter figures overlap."""
+    twin = metrics[metrics["split"] == "band"].assign(
+        split="band_twin", test_accuracy=lambda t: t["test_accuracy"] - 0.01
+    )
+    table = pd.concat([metrics, twin], ignore_index=True)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for fig in (F.skew_figure(table, "baseline"), F.scatter_figure(table, "baseline")):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        for ax in fig.axes:
+            labels = [t for t in ax.texts if t.get_gid() == "label"]
+            boxes = [t.get_window_extent(renderer) for t in labels]
+            for i in range(len(boxes)):
+                for j in range(i + 1, len(boxes)):
+                    assert not boxes[i].overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())
+            texts = [t.get_text() for t in labels]
+            if texts:
+                assert any("band\nband_twin" in text for text in texts), texts

@@ -127,15 +127,51 @@ def _accuracy_scatter(
         if seeds is not None:
             values = seeds.loc[seeds["split"] == row.split, "test_accuracy"]
             _seed_markers(ax, getattr(row, xcol), values, "black", gid=f"seeds:{row.split}")
-    # One label per distinct point: splits that land on the same spot share it ("a, b").
-    labels: dict[tuple[float, float], list[str]] = {}
-    for row in shown.itertuples(index=False):
-        labels.setdefault((float(getattr(row, xcol)), float(row.test_accuracy)), []).append(row.split)
-    for (x, y), names in labels.items():
-        ax.annotate(", ".join(names), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=6.5, color="0.15")
+    # One label per group of nearby points (their names stacked), so that labels never overlap
+    for x, y, names in _label_groups(shown[xcol].astype(float), shown["test_accuracy"].astype(float), shown["split"]):
+        # below a high point, above a low one: a stacked label stays inside the axes
+        high = y > 0.5
+        ax.annotate(
+            "\n".join(names),
+            (x, y),
+            xytext=(4, -4 if high else 4),
+            textcoords="offset points",
+            va="top" if high else "bottom",
+            fontsize=6.5,
+            color="0.15",
+            gid="label",
+        )
     ax.set_ylim(-0.05, 1.1)
     ax.margins(x=0.15)
     return len(shown)
+
+
+def _label_groups(xs: pd.Series, ys: pd.Series, names: pd.Series, near: float = 0.12) -> list[tuple]:
+    """Points whose labels would overlap, grouped: ``(x, y, [names])`` per group, at its topmost
+    point. Two points are near when, in units of the axes' spans (x over the values' range, y over
+    the accuracy range), they are closer than ``near`` across and a stacked label's height apart;
+    groups are joined transitively."""
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    span = float(np.ptp(x)) or 1.0
+    u, v = (x - x.min()) / span, y / 1.15
+    group = list(range(len(x)))
+
+    def root(k: int) -> int:
+        while group[k] != k:
+            k = group[k]
+        return k
+
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            if abs(u[i] - u[j]) < near and abs(v[i] - v[j]) < near / 2:
+                group[root(j)] = root(i)
+    out = []
+    for r in dict.fromkeys(root(k) for k in range(len(x))):
+        members = [k for k in range(len(x)) if root(k) == r]
+        top = max(members, key=lambda k: (y[k], -x[k]))
+        out.append((x[top], y[top], [names.iloc[k] for k in sorted(members, key=lambda k: (-y[k], x[k]))]))
+    return out
 
 
 def _marker_legend(fig) -> None:
