@@ -144,3 +144,26 @@ def test_a_config_that_passed_the_build_checks_is_not_built_again(tmp_path, monk
             validate_config(failing, build_check_cache=cache)
     assert len(built) == 4 and len(list(cache.iterdir())) == 2
     assert build_check_key(validate_config(QUICK)) != build_check_key(validate_config(other))
+
+
+def test_the_build_check_key_follows_the_checks_code_and_the_library_versions(monkeypatch):
+    import importlib.metadata
+
+    import diffcomp.code_digest
+    from diffcomp.config import build_check_key
+
+    config = validate_config(QUICK)
+    key = build_check_key(config)
+    real_version = importlib.metadata.version
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.metadata, "version", lambda name: "0.0" if name == "diffusers" else real_version(name))
+        assert build_check_key(config) != key
+
+    class OtherCode:
+        def digest(self, script):
+            return "another digest"
+
+    with monkeypatch.context() as patch:
+        patch.setattr(diffcomp.code_digest, "code_index", lambda root: OtherCode())
+        assert build_check_key(config) != key
+    assert build_check_key(config) == key
