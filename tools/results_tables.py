@@ -67,7 +67,7 @@ FINAL_COLUMNS = [
 # Chang et al. 2024, test accuracy (%) at N = 30 for the split family's analogue.
 PAPER = {
     "band": "96.9-99.1",
-    "random": "96-99 (complete, balanced)",
+    "random": "",  # the paper's random splits are its coverage scatter, not one number
     "upper_triangle": "38",
     "one_sided": "0.7-3.7",
     "bipartite": "0.7-3.7",
@@ -112,7 +112,9 @@ def commit(results: Path) -> str:
     return proc.stdout.strip() or "unknown"
 
 
-def take_snapshot(scale: str, results: Path, command: str, seconds: float | None, out: Path = SNAPSHOTS) -> Path:
+def take_snapshot(
+    scale: str, results: Path, command: str, seconds: float | None, out: Path = SNAPSHOTS, note: str = ""
+) -> Path:
     """Copy a finished run's small tables into ``out/scale`` with its provenance; returns the folder."""
     relational = results / "relational"
     target = out / scale
@@ -123,23 +125,24 @@ def take_snapshot(scale: str, results: Path, command: str, seconds: float | None
     if bumps.is_file():
         (target / "bumps_metrics.csv").write_text(bumps.read_text())
     if not (relational / "summary.csv").is_file():
-        return _write_provenance(target, results, command, seconds)
+        return _write_provenance(target, results, command, seconds, note)
     for source, name in RELATIONAL_FILES.items():
         (target / name).write_text((relational / source).read_text())
     metrics = pd.read_csv(relational / "metrics.csv", keep_default_na=False, na_values=[""])
     last = metrics.groupby(["experiment", "split"])["step"].transform("max")
     final = metrics.loc[metrics["step"] == last, FINAL_COLUMNS]
     final.to_csv(target / "relational_final.csv", index=False)
-    return _write_provenance(target, results, command, seconds)
+    return _write_provenance(target, results, command, seconds, note)
 
 
-def _write_provenance(target: Path, results: Path, command: str, seconds: float | None) -> Path:
+def _write_provenance(target: Path, results: Path, command: str, seconds: float | None, note: str = "") -> Path:
     provenance = {
         "command": command,
         "seconds": seconds,
         "date": date.today().isoformat(),
         "machine": machine(),
         "commit": commit(results.resolve()),
+        "note": note,
     }
     (target / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return target
@@ -320,7 +323,8 @@ def provenance(scale: str, root: Path = SNAPSHOTS) -> str:
     if info.get("seconds"):
         minutes, seconds = divmod(round(info["seconds"]), 60)
         took = f" in {minutes} min {seconds} s"
-    return f"`{info['command']}`{took} on a {info['machine']}, {info['date']}, commit {info['commit']}.\n"
+    note = f" {info['note']}" if info.get("note") else ""
+    return f"`{info['command']}`{took} on a {info['machine']}, {info['date']}, commit {info['commit']}.{note}\n"
 
 
 def _rule_scripts() -> dict[str, str]:
@@ -432,11 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     snap.add_argument("--results", type=Path, default=REPO / "results")
     snap.add_argument("--command", required=True, help="the command that made the results, as run")
     snap.add_argument("--seconds", type=float, default=None, help="its wall time")
+    snap.add_argument("--note", default="", help="how the run went, in a sentence (e.g. what else shared the machine)")
     sub.add_parser("write", help="render every results table into the pages")
     sub.add_parser("check", help="exit 1 when a page's table differs from the snapshot's")
     args = parser.parse_args(argv)
     if args.action == "snapshot":
-        print(take_snapshot(args.scale, args.results, args.command, args.seconds))
+        print(take_snapshot(args.scale, args.results, args.command, args.seconds, note=args.note))
         return 0
     tables = render_tables()
     stale = []
