@@ -32,7 +32,12 @@ def test_every_projection_starts_as_the_identity(kind):
 
 
 def test_zero_initialised_projection_leaves_the_denoiser_unchanged_at_step_zero():
-    model_config = {**TINY_RELATIONAL_MODEL, "pos_emb": "sinusoidal", "text_pos_emb": "none"}
+    model_config = {
+        **TINY_RELATIONAL_MODEL,
+        "pos_emb": "sinusoidal",
+        "vertical_padding": "zeros",
+        "text_pos_emb": "none",
+    }
     run = {"icon_size": 16, "model": model_config, "text_encoder": {"max_length": LENGTH}}
     x = torch.randn(3, 1, 32, 16, generator=torch.Generator().manual_seed(3))
     t = torch.tensor([1, 10, 19])
@@ -78,6 +83,7 @@ def test_only_the_projection_learns_when_the_rest_is_frozen():
             **TINY_RELATIONAL_MODEL,
             "cross_attention_levels": [],
             "pos_emb": "none",
+            "vertical_padding": "zeros",
             "text_pos_emb": "none",
         },
         "text_encoder": {"max_length": LENGTH},
