@@ -281,6 +281,11 @@ def test_image_encoder_trained_with_other_settings_is_refused(tmp_path):
     train_image_encoder(render_icons(N, 16), training_pairs(all_triples(N)), spec, tmp_path / "enc")
     with pytest.raises(ValueError, match=r"trained with other settings than relational.image_encoder \(\['seed'\]\)"):
         load_image_encoder(tmp_path / "enc", 16, N, {**spec, "seed": 1})
+    # an encoder trained on other images than the split's is refused too
+    load_image_encoder(tmp_path / "enc", 16, N, spec, training_pairs(all_triples(N)))
+    band = Split.from_config({"name": "b", "family": "band", "vocab_size": N, "m": 1}).triples()[0]
+    with pytest.raises(ValueError, match="not trained on this split's training images"):
+        load_image_encoder(tmp_path / "enc", 16, N, spec, training_pairs(band))
     (tmp_path / "enc" / "encoder.json").unlink()
     with pytest.raises(ValueError, match="encoder.json is missing or unreadable"):
         load_image_encoder(tmp_path / "enc", 16, N, spec)

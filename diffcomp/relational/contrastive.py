@@ -120,6 +120,7 @@ def train_image_encoder(icons_np: np.ndarray, pairs: np.ndarray, spec: dict, out
         "vocab_size": vocab_size,
         "icon_size": icon_size,
         "training_pairs": len(pairs),
+        "pairs": pairs.tolist(),
         "final_loss": loss.item(),
         # both nouns right on its training pairs, clean and at the largest training noise
         **{f"accuracy_noise{sd}": _accuracy(model, icons, pairs, sd, spec["seed"]) for sd in (0.0, spec["noise_max"])},
@@ -143,9 +144,10 @@ def _accuracy(model: PairImageEncoder, icons: torch.Tensor, pairs: torch.Tensor,
     return float(((logits_top.argmax(1) == top) & (logits_bottom.argmax(1) == bottom)).float().mean())
 
 
-def load_image_encoder(in_dir, icon_size: int, vocab_size: int, spec: dict) -> PairImageEncoder:
+def load_image_encoder(in_dir, icon_size: int, vocab_size: int, spec: dict, pairs=None) -> PairImageEncoder:
     """The trained encoder of ``in_dir``, frozen; a corrupt or mismatched file, or one trained with
-    other settings than ``spec``, is a ValueError naming it."""
+    other settings than ``spec`` or (when given) on other images than ``pairs`` (the split's
+    :func:`training_pairs`), is a ValueError naming it."""
     path = Path(in_dir) / WEIGHTS_FILE
     model = PairImageEncoder(icon_size, vocab_size, spec["width"], spec["embedding_dim"])
     try:
@@ -167,6 +169,13 @@ def load_image_encoder(in_dir, icon_size: int, vocab_size: int, spec: dict) -> P
             f"image encoder {in_dir} was trained with other settings than relational.image_encoder ({changed}); "
             "rerun rule relational_image_encoder"
         )
+    if pairs is not None:
+        trained_on = json.loads(summary_path.read_text()).get("pairs")
+        if trained_on != np.asarray(pairs, dtype=np.int64).reshape(-1, 2).tolist():
+            raise ValueError(
+                f"image encoder {in_dir} was not trained on this split's training images; "
+                "rerun rule relational_image_encoder"
+            )
     return model.requires_grad_(False).eval()
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffcomp.errors import ConfigError
-from diffcomp.relational.icons import GLYPHS as GLYPH_NOUNS
+from diffcomp.relational.icons import MAX_VOCAB_SIZE
 from diffcomp.relational.icons import nouns as noun_names
 from diffcomp.relational.relations import CAPTION_RELATIONS, caption, single_object_caption
 
@@ -639,9 +639,9 @@ def build_caption_encoder(
         raise ValueError(f"text encoder {name!r} is always frozen; only 't5-scratch' can be trainable")
     if foreign_nouns and not (kind == "t5-scratch" and pretraining_steps):
         raise ValueError("foreign_nouns applies to t5-scratch's caption pretraining only (pretraining_steps > 0)")
-    if foreign_nouns and len(nouns) + foreign_nouns > len(GLYPH_NOUNS):
+    if foreign_nouns and len(nouns) + foreign_nouns > MAX_VOCAB_SIZE:
         raise ValueError(
-            f"{len(nouns)} nouns and {foreign_nouns} foreign nouns are more than the {len(GLYPH_NOUNS)} nouns of the "
+            f"{len(nouns)} nouns and {foreign_nouns} foreign nouns are more than the {MAX_VOCAB_SIZE} nouns of the "
             "icon vocabulary"
         )
     if pretraining_steps and kind != "t5-scratch":

@@ -30,7 +30,7 @@ from diffcomp.packing import (
     packed_epsilon_losses,
 )
 from diffcomp.relational.config import unpackable_reason
-from diffcomp.relational.contrastive import ContrastiveLosses, caption_partners, load_image_encoder
+from diffcomp.relational.contrastive import ContrastiveLosses, caption_partners, load_image_encoder, training_pairs
 from diffcomp.relational.data import read_split_triples
 from diffcomp.relational.icons import load_icons
 from diffcomp.relational.model import RelationalDenoiser
@@ -221,7 +221,9 @@ def train_relational_run(
     if contrastive and image_encoder_dir is None:
         raise ValueError(f"{name}: a run with contrastive losses needs the trained image encoder (image_encoder_dir)")
     image_encoder = (
-        load_image_encoder(image_encoder_dir, run["icon_size"], len(inputs.names), run["image_encoder"])
+        load_image_encoder(
+            image_encoder_dir, run["icon_size"], len(inputs.names), run["image_encoder"], training_pairs(triples)
+        )
         if contrastive
         else None
     )
