@@ -261,7 +261,7 @@ def bench_contrastive(section, split, runtime, icons_np, icons_npz, train_csv, s
 def encode_rate(run: dict, names: list[str], device: torch.device) -> dict:
     """Captions/s of the frozen encoder over every two-object caption of ``names``: uncached, then cached."""
     # its speed does not depend on its weights: no caption pretraining here
-    spec = {**run["text_encoder"], "trainable": False, "pretraining_steps": 0}
+    spec = {**run["text_encoder"], "trainable": False, "caption_pretraining_steps": 0}
     encoder = caption_encoder({**run, "text_encoder": spec}, names).to(device)
     captions = triple_captions(all_triples(len(names)), names)
     seconds = []

@@ -6,7 +6,7 @@
 Each variant is the config's first experiment's run on ``--split`` with dotted overrides of its
 run definition (``model.cross_attention_levels=[0]``, ``training.steps=3000``,
 ``text_encoder.name=minilm``, ``training.condition_dropout=0.1``, ``sampling.guidance_scale=2``...;
-values are YAML); ``pretraining_steps=N`` adds the single-object pretraining stage of N steps
+values are YAML); ``single_object_pretraining_steps=N`` adds the single-object pretraining stage of N steps
 before pair training (its seconds count as training time). Every variant
 is trained with the pipeline's own trainer (``train_relational_run``), sampled at every
 checkpoint by the pipeline's sampler and scored by the pipeline's evaluator, so the numbers are
@@ -70,7 +70,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
 def apply_overrides(run: dict, sampling: dict, overrides: dict) -> tuple[dict, dict]:
     """Copies of the run definition and the sampling section with the dotted overrides set. A
     pretraining stage (``run["init"]``) gets them too, as the pipeline gives it the experiment's
-    settings, except ``training.steps`` (its own: ``pretraining_steps``)."""
+    settings, except ``training.steps`` (its own: ``single_object_pretraining_steps``)."""
     run, sampling = copy.deepcopy(run), copy.deepcopy(sampling)
     for key, value in overrides.items():
         head, *path = key.split(".")
@@ -101,14 +101,14 @@ def add_role_vectors(alpha: float) -> None:
             super().__init__(encoder, captions, device, **kwargs)
             if self.trainable or not encoder.word_level:
                 raise SystemExit("diagnosis.role_alpha needs a frozen t5-scratch encoder")
-            width = self.tokens.shape[-1]
-            roles = torch.randn(2, width, generator=torch.Generator().manual_seed(123)).to(self.tokens.device)
-            roles *= alpha * self.tokens.norm(dim=-1).mean() / roles.norm(dim=-1, keepdim=True)
-            self.tokens = self.tokens.clone()
+            width = self.conditions.shape[-1]
+            roles = torch.randn(2, width, generator=torch.Generator().manual_seed(123)).to(self.conditions.device)
+            roles *= alpha * self.conditions.norm(dim=-1).mean() / roles.norm(dim=-1, keepdim=True)
+            self.conditions = self.conditions.clone()
             for row, text in enumerate(captions):
                 (top, bottom) = next(pos for phrase, pos in ROLE_TOKENS.items() if phrase in text)
-                self.tokens[row, top] += roles[0]
-                self.tokens[row, bottom] += roles[1]
+                self.conditions[row, top] += roles[0]
+                self.conditions[row, bottom] += roles[1]
 
     relational_train.Conditioner = RoleConditioner
 
@@ -151,7 +151,7 @@ def run_variant(job: dict) -> list[dict]:
         samples = load_samples(path)
         step = int(samples["step"])
         row = {"variant": job["name"], "seed": run["seed"], "step": step}
-        row["pretraining_steps"] = run["init"]["training"]["steps"] if run["init"] is not None else 0
+        row["single_object_pretraining_steps"] = run["init"]["training"]["steps"] if run["init"] is not None else 0
         row["train_seconds"] = round(train_seconds * step / steps, 1)
         row["steps_per_s"] = round(steps / train_seconds, 2)
         row.update(evaluate_checkpoint(samples, icons))
@@ -196,7 +196,8 @@ def main(argv=None) -> None:
         jobs = []
         for name, overrides in variants:
             overrides = dict(overrides)
-            stages = {"pretraining_steps": overrides.pop("pretraining_steps", section["pretraining_steps"])}
+            key = "single_object_pretraining_steps"
+            stages = {key: overrides.pop(key, section[key])}
             for seed in seeds:
                 run = run_definition({**section, **stages}, experiment, args.split, seed)
                 diagnosis = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("diagnosis.")}

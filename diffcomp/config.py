@@ -98,18 +98,42 @@ RETIRED_KEYS = {
     ),
 }
 
+# keys renamed for what they train: old dotted path -> new one ("[]" stands for every list item)
+RENAMED_KEYS = {
+    "relational.pretraining_steps": "relational.single_object_pretraining_steps",
+    "relational.text_encoder.pretraining_steps": "relational.text_encoder.caption_pretraining_steps",
+    "relational.experiments[].text_encoder_pretraining_steps": (
+        "relational.experiments[].text_encoder_caption_pretraining_steps"
+    ),
+}
+
+
+def _holds(node, parts: list[str]) -> list[str]:
+    """Where in ``node`` the dotted path ``parts`` exists, as printable paths ("a.b[2].c")."""
+    if not parts:
+        return [""]
+    part, rest = parts[0], parts[1:]
+    many = part.endswith("[]")
+    key = part.removesuffix("[]")
+    if not isinstance(node, dict) or key not in node:
+        return []
+    if not many:
+        return [f".{key}{tail}" for tail in _holds(node[key], rest)]
+    items = node[key] if isinstance(node[key], list) else []
+    return [f".{key}[{i}]{tail}" for i, item in enumerate(items) for tail in _holds(item, rest)]
+
 
 def check_retired_keys(config: dict) -> None:
-    """ConfigError naming each retired key the config still holds (:data:`RETIRED_KEYS`)."""
+    """ConfigError naming each retired (:data:`RETIRED_KEYS`) or renamed (:data:`RENAMED_KEYS`)
+    key the config still holds, with what to do instead."""
     found = []
     for dotted, advice in RETIRED_KEYS.items():
-        node = config
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        else:
-            found.append(f"  {dotted}: {advice}")
+        found += [f"  {where[1:]}: {advice}" for where in _holds(config, dotted.split("."))]
+    for dotted, new in RENAMED_KEYS.items():
+        new_key = new.rsplit(".", 1)[-1]
+        for where in _holds(config, dotted.split(".")):
+            old_path = where[1:]
+            found.append(f"  {old_path}: this key is now {old_path.rsplit('.', 1)[0]}.{new_key}; rename it")
     if found:
         raise ConfigError("invalid configuration:\n" + "\n".join(found))
 

@@ -30,7 +30,7 @@ from diffcomp.relational.config import (
     sampling_definition,
     run_id,
     runs,
-    shared_text_encoder,
+    shared_text_encoder_id,
 )
 from diffcomp.relational.splits import Split
 
@@ -171,7 +171,7 @@ def bump_hole_panels():
 def relational_text_encoder_file(text_encoder, split):
     """The shared caption-pretrained weights of a run's encoder on ``split`` (rule
     relational_text_encoder), or None when it has no caption pretraining."""
-    key = shared_text_encoder(text_encoder, RELATIONAL_SPLITS[split])
+    key = shared_text_encoder_id(text_encoder, RELATIONAL_SPLITS[split])
     if key is None:
         return None
     return f"{RESULTS}/relational/text_encoders/{split}/{key}.safetensors"
@@ -222,7 +222,7 @@ def relational_train_inputs(wc):
         inputs["init"] = (
             f"{RESULTS}/relational/runs/{projection['base']}/{wc.split}/seed{wc.seed}/train"
         )
-    elif RELATIONAL["pretraining_steps"]:
+    elif RELATIONAL["single_object_pretraining_steps"]:
         inputs["init"] = RELATIONAL_PRETRAIN.format(
             experiment=pretrain_experiment(RELATIONAL, wc.experiment),
             split=wc.split,

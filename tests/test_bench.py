@@ -162,20 +162,20 @@ def test_relational_levers_trains_each_variant_through_the_pipeline(tmp_path):
     )
     _run(
         sys.executable, "bench/relational_levers.py", "--split", "band", "--jobs", "2", "--json", str(out),
-        "--variant", f"roles:{short};text_encoder.pretraining_steps=0;diagnosis.role_alpha=1",
+        "--variant", f"roles:{short};text_encoder.caption_pretraining_steps=0;diagnosis.role_alpha=1",
         "--variant", f"one_caption:{short};model.text_pos_emb=sinusoidal;diagnosis.one_caption=true",
-        "--variant", f"staged:{short};text_encoder.pretraining_steps=0;pretraining_steps=2;"
+        "--variant", f"staged:{short};text_encoder.caption_pretraining_steps=0;single_object_pretraining_steps=2;"
         "training.condition_dropout=0.2;sampling.guidance_scale=2",
     )  # fmt: skip
     result = json.loads(out.read_text())
     assert result["variants"]["roles"]["diagnosis.role_alpha"] == 1
-    assert result["variants"]["staged"]["pretraining_steps"] == 2
+    assert result["variants"]["staged"]["single_object_pretraining_steps"] == 2
     rows = result["rows"]
     assert sorted((r["variant"], r["step"]) for r in rows) == [
         (name, step) for name in ("one_caption", "roles", "staged") for step in (2, 4)
     ]
     for row in rows:
-        assert row["pretraining_steps"] == (2 if row["variant"] == "staged" else 0)
+        assert row["single_object_pretraining_steps"] == (2 if row["variant"] == "staged" else 0)
         assert 0 <= row["train_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1
         assert row["n_train_samples"] == 4 and row["n_test_samples"] == 4
 

@@ -165,7 +165,7 @@ def test_relational_runs_train_and_resume_on_cuda(tmp_path, monkeypatch):
     _assert_gpu_state(state, step_on_device=True)
     assert any(key.startswith("text_encoder.") for key in state["model"])  # the encoder trains on the device
 
-    pre_section, pre_runtime, pre_icons = tiny_section(tmp_path / "pre", pretraining_steps=4)
+    pre_section, pre_runtime, pre_icons = tiny_section(tmp_path / "pre", single_object_pretraining_steps=4)
     pretrain = pretrain_definition(pre_section, "baseline", "band", 0)
     checkpoints = MemoryCheckpoints(monkeypatch)
     with fake_cuda():

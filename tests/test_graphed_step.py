@@ -417,7 +417,7 @@ def test_relational_interventions_and_pretraining_pass_the_capture_audit(tmp_pat
     from diffcomp.relational.config import pretrain_definition
 
     (tmp_path / "pre").mkdir()
-    section, runtime, icons = tiny_section(tmp_path / "pre", pretraining_steps=4)
+    section, runtime, icons = tiny_section(tmp_path / "pre", single_object_pretraining_steps=4)
     pretrain = pretrain_definition(section, "baseline", "band", 0)
     train_relational_run(
         pretrain,

@@ -158,7 +158,7 @@ def quick_relational_section() -> dict:
     # the split only names the run: the training table written below holds every triple
     section["splits"] = [{"name": "every_triple", "family": "random", "vocab_size": RELATIONAL_N, "size": 11}]
     section["experiments"] = [{"name": "baseline"}]
-    section["pretraining_steps"] = 0  # no single-object stage (the quick config has none either)
+    section["single_object_pretraining_steps"] = 0  # no single-object stage (the quick config has none either)
     section["training"].update(RELATIONAL_TRAINING)
     section["sampling"].update({"num_train": 72, "num_test": 1})
     return validate_config({"relational": section})["relational"]
@@ -192,7 +192,7 @@ def test_relational_model_puts_the_captions_nouns_in_the_captions_order(tmp_path
     """
     section = quick_relational_section()
     run = run_definition(section, "baseline", "every_triple", 0)
-    assert run["text_encoder"]["name"] == "t5-scratch" and run["text_encoder"]["pretraining_steps"] > 0
+    assert run["text_encoder"]["name"] == "t5-scratch" and run["text_encoder"]["caption_pretraining_steps"] > 0
     runtime = {k: section["training"][k] for k in RUNTIME_KEYS}
     names = nouns(RELATIONAL_N)
     icons_npz, train_csv = tmp_path / "icons.npz", tmp_path / "train.csv"

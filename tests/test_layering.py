@@ -338,7 +338,7 @@ def test_jobs_without_a_diffusion_model_do_not_import_diffusers(tmp_path):
     assert any("pretrain_shared_encoder" in line for line in imports), imports
     spec = dict(
         name="t5-scratch", seed=0, trainable=False, d_model=8, num_layers=1, num_heads=2, d_ff=16,
-        max_length=12, pretraining_steps=2,
+        max_length=12, caption_pretraining_steps=2,
     )  # fmt: skip
     code = "\n".join(
         [
@@ -358,3 +358,13 @@ def test_jobs_without_a_diffusion_model_do_not_import_diffusers(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", f"these jobs import diffusers: {proc.stdout.strip()[:300]}"
     assert (tmp_path / "encoder.safetensors").stat().st_size > 0
+
+
+def test_only_figure_code_imports_figure_code(graph):
+    """The results tables (summary.py, metrics) are computed without the figures: a module outside a
+    figures package, or the plotting helpers, never imports one, so a figure's code can change
+    without rerunning or breaking a table."""
+    modules, edges = graph
+    figure_code = lambda name: ".figures" in name or name == "diffcomp.plotting"  # noqa: E731
+    bad = _violations(edges, modules, lambda s: not figure_code(s), lambda s, t: figure_code(t))
+    assert not bad, "modules outside the figures import figure code:\n" + "\n".join(bad)

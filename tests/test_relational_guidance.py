@@ -45,7 +45,7 @@ def test_an_experiments_guidance_reaches_its_runs_pretraining_and_samples_only()
         {"name": "baseline"},
         {"name": "cfg", "guidance": {"condition_dropout": 0.1, "scale": 2.0}},
         {"name": "cfg_wiclp", "projection": {"base": "cfg", "variant": "window", "steps": 4}},
-        pretraining_steps=4,
+        single_object_pretraining_steps=4,
     )
     assert "condition_dropout" not in run_definition(section, "baseline", "band", 0)["training"]
     run = run_definition(section, "cfg", "band", 0)

@@ -140,11 +140,11 @@ def test_every_learned_component_reads_only_the_splits_training_triples(tmp_path
             "relational": {
                 "icon_size": 16,
                 "splits": [split],
-                "text_encoder": {**TINY_TEXT_ENCODER, "pretraining_steps": 3},
+                "text_encoder": {**TINY_TEXT_ENCODER, "caption_pretraining_steps": 3},
                 "model": {**TINY_RELATIONAL_MODEL, "norm_num_groups": 4},
                 "diffusion": {"num_train_timesteps": 10},
                 "training": TWO_STEPS,
-                "pretraining_steps": 2,
+                "single_object_pretraining_steps": 2,
                 "sampling": {"num_train": 2, "num_test": 2, "num_inference_steps": 2, "batch_size": 4},
                 "experiments": [
                     {"name": "baseline"},
@@ -233,14 +233,14 @@ def test_every_learned_component_reads_only_the_splits_training_triples(tmp_path
 
 def test_each_run_seed_draws_its_own_text_encoder():
     """The encoder's seed follows the run's, so an interval over seeds includes the encoder."""
-    encoder = {"name": "t5-scratch", "seed": 5, "pretraining_steps": 10}
+    encoder = {"name": "t5-scratch", "seed": 5, "caption_pretraining_steps": 10}
     assert [run_text_encoder(encoder, seed)["seed"] for seed in (0, 1, 2)] == [5, 6, 7]
     config = validate_config(
         {
             "relational": {
                 "splits": [{"name": "band", "family": "band", "vocab_size": N, "m": 1}],
                 "seeds": [0, 1],
-                "text_encoder": {**TINY_TEXT_ENCODER, "pretraining_steps": 3},
+                "text_encoder": {**TINY_TEXT_ENCODER, "caption_pretraining_steps": 3},
                 "model": TINY_RELATIONAL_MODEL,
                 "experiments": [{"name": "baseline"}],
             }
@@ -261,7 +261,7 @@ def test_foreign_noun_pretraining_reads_no_held_out_caption(tmp_path, monkeypatc
     icons = tmp_path / "icons.npz"
     save_icons(icons, render_icons(N, 16), names)
     recorder = Recorder(monkeypatch, load_icons(icons)[0])
-    encoder = {"name": "t5-scratch", "seed": 0, "trainable": False, **TINY_TEXT_ENCODER, "pretraining_steps": 3}
+    encoder = {"name": "t5-scratch", "seed": 0, "trainable": False, **TINY_TEXT_ENCODER, "caption_pretraining_steps": 3}
     with recorder:
         pretrain_shared_encoder({**encoder, "foreign_nouns": 3}, N, tmp_path / "train.csv", tmp_path / "enc")
     foreign = nouns(N + 3)[N:]

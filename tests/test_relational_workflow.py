@@ -92,11 +92,11 @@ TRAINED = {
             {"name": "random", "family": "random", "vocab_size": 4, "size": 8, "seed": 1},
         ],
         # caption-pretrained (a few steps): one relational_text_encoder job for every run and sampling job
-        "text_encoder": {**TINY_TEXT_ENCODER, "pretraining_steps": 5},
+        "text_encoder": {**TINY_TEXT_ENCODER, "caption_pretraining_steps": 5},
         "model": TINY_RELATIONAL_MODEL,
         "diffusion": {"num_train_timesteps": 20},
         "training": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2},
-        "pretraining_steps": 2,
+        "single_object_pretraining_steps": 2,
         "sampling": {"num_train": 3, "num_test": 3, "num_inference_steps": 2, "batch_size": 8},
         "experiments": [
             {"name": "baseline"},

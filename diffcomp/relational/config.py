@@ -75,10 +75,17 @@ def experiment_settings(section: dict, name: str) -> dict:
         text_encoder["name"] = spec["text_encoder"]
     if "text_encoder_trainable" in spec:
         text_encoder["trainable"] = spec["text_encoder_trainable"]
-    if "text_encoder_pretraining_steps" in spec:
-        text_encoder["pretraining_steps"] = spec["text_encoder_pretraining_steps"]
+    if "text_encoder_caption_pretraining_steps" in spec:
+        text_encoder["pretraining_steps"] = spec["text_encoder_caption_pretraining_steps"]
     if "text_encoder_foreign_nouns" in spec:
         text_encoder["foreign_nouns"] = spec["text_encoder_foreign_nouns"]
+    if text_encoder["name"] != "t5-scratch":
+        # caption pretraining (and its foreign nouns) is t5-scratch's: a pretrained encoder ignores
+        # the study-wide values, so they neither enter its runs' fingerprints nor raise an error;
+        # an experiment that sets one for such an encoder itself is refused by check_relational
+        for key in ("caption_pretraining_steps", "foreign_nouns"):
+            if f"text_encoder_{key}" not in spec:
+                text_encoder[key] = 0
     model = dict(section["model"])
     for key in ("pos_emb", "vertical_padding"):
         if key in spec:
@@ -142,7 +149,7 @@ def encoder_label(text_encoder: dict) -> str:
     name = text_encoder["name"]
     if name.startswith("pretrained:"):
         return "pretrained:" + name.removeprefix("pretrained:").rstrip("/").rsplit("/", 1)[-1]
-    if text_encoder.get("pretraining_steps"):
+    if text_encoder.get("caption_pretraining_steps"):
         name += "-captions"
     return f"{name}-trained" if text_encoder["trainable"] else name
 
@@ -155,7 +162,7 @@ _PRETRAINING_KEYS = (
     "num_heads",
     "d_ff",
     "max_length",
-    "pretraining_steps",
+    "caption_pretraining_steps",
     "foreign_nouns",
 )
 
@@ -167,7 +174,7 @@ def run_text_encoder(text_encoder: dict, seed: int) -> dict:
     return {**text_encoder, "seed": text_encoder["seed"] + seed}
 
 
-def shared_text_encoder(text_encoder: dict, split: dict) -> str | None:
+def shared_text_encoder_id(text_encoder: dict, split: dict) -> str | None:
     """The id of the caption-pretrained weights a run's encoder (``text_encoder``, as
     :func:`run_text_encoder` gives it) starts from on ``split`` (its spec), which one job
     pretrains on the split's training captions for every run and sampling job that uses them
@@ -175,7 +182,7 @@ def shared_text_encoder(text_encoder: dict, split: dict) -> str | None:
     everything that changes those weights: the encoder's sizes and seed, the steps, the split,
     and the objective with its optimiser settings. Whether the encoder is then trained with the
     UNet does not matter."""
-    if text_encoder["name"] != "t5-scratch" or not text_encoder.get("pretraining_steps"):
+    if text_encoder["name"] != "t5-scratch" or not text_encoder.get("caption_pretraining_steps"):
         return None
     import hashlib
     import json
@@ -188,12 +195,12 @@ def shared_text_encoder(text_encoder: dict, split: dict) -> str | None:
 
 
 def shared_text_encoders(section: dict) -> dict[tuple[str, str], dict]:
-    """Every run's caption-pretrained encoder, by (split name, :func:`shared_text_encoder` id)."""
+    """Every run's caption-pretrained encoder, by (split name, :func:`shared_text_encoder_id` id)."""
     specs = split_specs(section)
     shared = {}
     for experiment, split, seed in runs(section):
         encoder = run_text_encoder(experiment_settings(section, experiment)["text_encoder"], seed)
-        key = shared_text_encoder(encoder, specs[split])
+        key = shared_text_encoder_id(encoder, specs[split])
         if key is not None:
             shared.setdefault((split, key), encoder)
     return shared
@@ -236,7 +243,7 @@ def pretrain_definition(section: dict, experiment: str, split: str, seed: int) -
         "text_encoder": run_text_encoder(settings["text_encoder"], seed),
         "model": settings["model"],
         "diffusion": section["diffusion"],
-        "training": {**_training_semantics(section, settings), "steps": section["pretraining_steps"]},
+        "training": {**_training_semantics(section, settings), "steps": section["single_object_pretraining_steps"]},
     }
 
 
@@ -283,7 +290,8 @@ def run_definition(section: dict, experiment: str, split: str, seed: int) -> dic
         }
         init = run_definition(section, projection["base"], split, seed)
         return {**run, "stage": "projection", "training": training, "projection": projection, "init": init}
-    pretrain = pretrain_definition(section, experiment, split, seed) if section["pretraining_steps"] else None
+    staged = section["single_object_pretraining_steps"] > 0
+    pretrain = pretrain_definition(section, experiment, split, seed) if staged else None
     run = {**run, "stage": "pairs", "training": _training_semantics(section, settings), "init": pretrain}
     if settings["contrastive"]:
         run["contrastive"] = settings["contrastive"]
@@ -328,7 +336,7 @@ def check_projection_experiment(section: dict, spec: dict, where: str, earlier: 
     overridable = (
         "text_encoder",
         "text_encoder_trainable",
-        "text_encoder_pretraining_steps",
+        "text_encoder_caption_pretraining_steps",
         "text_encoder_foreign_nouns",
         "pos_emb",
         "vertical_padding",
@@ -389,10 +397,10 @@ def check_experiments(section: dict) -> None:
                 f"{where}: only t5-scratch can be trained with the UNet, not {settings['text_encoder']['name']!r}"
             )
         encoder = settings["text_encoder"]
-        if encoder["foreign_nouns"] and not (encoder["name"] == "t5-scratch" and encoder["pretraining_steps"]):
+        if encoder["foreign_nouns"] and not (encoder["name"] == "t5-scratch" and encoder["caption_pretraining_steps"]):
             raise ConfigError(
                 f"{where}: text_encoder.foreign_nouns applies to t5-scratch's caption pretraining only "
-                "(pretraining_steps > 0); set it to 0"
+                "(caption_pretraining_steps > 0); set it to 0"
             )
         largest = max(spec_["vocab_size"] for spec_ in section.get("splits", [])) if section.get("splits") else 0
         if encoder["foreign_nouns"] and largest + encoder["foreign_nouns"] > MAX_VOCAB_SIZE:
@@ -400,10 +408,11 @@ def check_experiments(section: dict) -> None:
                 f"{where}: text_encoder.foreign_nouns = {encoder['foreign_nouns']} with {largest} nouns needs "
                 f"more than the {MAX_VOCAB_SIZE} nouns of the icon vocabulary"
             )
-        if settings["text_encoder"]["pretraining_steps"] and settings["text_encoder"]["name"] != "t5-scratch":
+        if encoder["caption_pretraining_steps"] and encoder["name"] != "t5-scratch":
+            # only an experiment's own override gets here (experiment_settings zeroes the inherited one)
             raise ConfigError(
-                f"{where}: text_encoder.pretraining_steps applies to t5-scratch only; "
-                f"{settings['text_encoder']['name']!r} comes pretrained (set it to 0)"
+                f"{where}.text_encoder_caption_pretraining_steps: caption pretraining applies to t5-scratch "
+                f"only; {encoder['name']!r} comes pretrained (delete the key)"
             )
     model = section["model"]
     if model["pos_emb"] == "sinusoidal" or any(e.get("pos_emb") == "sinusoidal" for e in section["experiments"]):

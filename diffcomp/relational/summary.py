@@ -22,7 +22,7 @@ import pandas as pd
 
 from diffcomp.io import write_csv
 from diffcomp.relational.evaluate import HELD_OUT_KINDS
-from diffcomp.relational.figures.tables import COUNTS, final_rows, load_metrics, reference_experiments
+from diffcomp.relational.results import COUNTS, final_rows, load_metrics, reference_experiments
 from diffcomp.stats import aggregate_seeds, paired_difference_interval
 
 # Proportion columns of the summary and the metrics column of each one's sample count.

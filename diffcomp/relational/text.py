@@ -7,7 +7,7 @@ encoder produces them is one config string, ``relational.text_encoder``:
     A small ``transformers.T5EncoderModel`` (sizes from the config) with a word-level tokenizer
     whose vocabulary is every word of every caption and pretraining caption of the noun list,
     plus ``[PAD]`` (id 0), ``[UNK]`` and an ``[EOS]`` appended to each caption. Its weights are
-    drawn from ``seed`` alone. With ``pretraining_steps`` > 0 it is first taught what a caption
+    drawn from ``seed`` alone. With ``caption_pretraining_steps`` > 0 it is first taught what a caption
     says, from the text of the split's training captions alone (:func:`pretrain_on_captions`), as
     a pretrained language model would know it. Frozen or, with ``trainable``, trained with the
     UNet.
@@ -249,7 +249,7 @@ PRETRAINING_BATCH = 32
 # The objective's name: part of the pretraining's key, so a new objective never loads old weights.
 PRETRAINING_OBJECTIVE = "noun-and-role head on each noun's token state"
 # Everything besides the encoder's config, the captions, the seed and the steps that changes the
-# pretrained weights (diffcomp.relational.config.shared_text_encoder names its file by them too).
+# pretrained weights (diffcomp.relational.config.shared_text_encoder_id names its file by them too).
 PRETRAINING_SETTINGS = {
     "objective": PRETRAINING_OBJECTIVE,
     "learning_rate": PRETRAINING_LEARNING_RATE,
@@ -617,7 +617,7 @@ def build_caption_encoder(
     num_heads: int = 4,
     d_ff: int = 128,
     max_length: int | None = 16,
-    pretraining_steps: int = 0,
+    caption_pretraining_steps: int = 0,
     pretraining_triples=None,
     foreign_nouns: int = 0,
 ):
@@ -626,7 +626,7 @@ def build_caption_encoder(
     ``seed`` draws t5-scratch's weights (the caller's global torch RNG is left untouched);
     ``d_model``, ``num_layers``, ``num_heads`` and ``d_ff`` size it. Only t5-scratch may be
     ``trainable``. ``max_length`` is the padded caption length; ``None`` picks the longest
-    caption of ``nouns`` in this encoder's tokens. ``pretraining_steps`` > 0 (t5-scratch only)
+    caption of ``nouns`` in this encoder's tokens. ``caption_pretraining_steps`` > 0 (t5-scratch only)
     first trains it on the text of ``pretraining_triples`` ((top, bottom, relation) index triples:
     a split's training triples) with :func:`pretrain_on_captions`, and, with ``foreign_nouns``
     > 0, every caption of that many nouns outside ``nouns`` (the glyph list's next ones: text the
@@ -637,15 +637,17 @@ def build_caption_encoder(
     kind, folder = parse_encoder(name)
     if trainable and kind != "t5-scratch":
         raise ValueError(f"text encoder {name!r} is always frozen; only 't5-scratch' can be trainable")
-    if foreign_nouns and not (kind == "t5-scratch" and pretraining_steps):
-        raise ValueError("foreign_nouns applies to t5-scratch's caption pretraining only (pretraining_steps > 0)")
+    if foreign_nouns and not (kind == "t5-scratch" and caption_pretraining_steps):
+        raise ValueError(
+            "foreign_nouns applies to t5-scratch's caption pretraining only (caption_pretraining_steps > 0)"
+        )
     if foreign_nouns and len(nouns) + foreign_nouns > MAX_VOCAB_SIZE:
         raise ValueError(
             f"{len(nouns)} nouns and {foreign_nouns} foreign nouns are more than the {MAX_VOCAB_SIZE} nouns of the "
             "icon vocabulary"
         )
-    if pretraining_steps and kind != "t5-scratch":
-        raise ValueError(f"text encoder {name!r} comes pretrained; only 't5-scratch' takes pretraining_steps")
+    if caption_pretraining_steps and kind != "t5-scratch":
+        raise ValueError(f"text encoder {name!r} comes pretrained; only 't5-scratch' takes caption_pretraining_steps")
     if max_length is not None and max_length < 2:
         raise ValueError(f"max_length must be at least 2, got {max_length}")
     encoder_cls = _define_caption_encoder()
@@ -683,7 +685,7 @@ def build_caption_encoder(
         if pretraining_triples is not None:
             roles = triple_roles(nouns, pretraining_triples)
             roles += [(text, i, j) for text, i, j in caption_roles(known) if i >= len(nouns) and j >= len(nouns)]
-        pretrain_on_captions(model, words, length, known, roles, seed=seed, steps=pretraining_steps)
+        pretrain_on_captions(model, words, length, known, roles, seed=seed, steps=caption_pretraining_steps)
         return encoder_cls(model, tokenizer, name=name, max_length=length, trainable=trainable, word_level=True)
 
     if kind == "minilm":
@@ -731,7 +733,7 @@ def caption_encoder(run: dict, names: list[str], pretraining_triples=None):
         num_heads=spec["num_heads"],
         d_ff=spec["d_ff"],
         max_length=spec["max_length"],
-        pretraining_steps=spec["pretraining_steps"],
+        caption_pretraining_steps=spec["caption_pretraining_steps"],
         pretraining_triples=pretraining_triples,
         foreign_nouns=spec.get("foreign_nouns", 0),
     )

@@ -2,7 +2,7 @@
 
 A run (``results/relational/runs/{experiment}/{split}/seed{seed}``) trains on its split's
 training triples: each step draws triples with the data generator, stacks their icons into
-2S x S images and conditions on their captions. With ``pretraining_steps`` > 0 a run starts from
+2S x S images and conditions on their captions. With ``single_object_pretraining_steps`` > 0 a run starts from
 a single-object pretraining run's final weights (``results/relational/pretrain/...``), trained on
 "an image of a {noun}." with the icon in the top or the bottom half and the other half blank.
 
@@ -60,7 +60,9 @@ class Conditioner:
     A frozen encoder's states are computed once for the whole list (each distinct caption once);
     a trainable encoder gets the token ids and runs inside the model. With ``unconditional`` the
     empty caption "" (classifier-free guidance's null condition) follows the captions, at index
-    ``null_index``; ``count`` is the number of captions without it.
+    ``null_index``; ``count`` is the number of captions without it. ``conditions`` holds, per
+    caption, what the model is conditioned on: the encoder's token states (frozen) or the token ids
+    (trainable); ``mask`` the caption's attention mask.
     """
 
     def __init__(self, encoder, captions: list[str], device: torch.device, *, unconditional: bool = False):
@@ -70,14 +72,14 @@ class Conditioner:
         captions = [*captions, ""] if unconditional else list(captions)
         if self.trainable:
             ids, mask = encoder.tokenize(captions)
-            self.tokens = ids.to(device)
+            self.conditions = ids.to(device)
         else:
             states, mask = encoder.encode(captions)
-            self.tokens = states.to(device)
+            self.conditions = states.to(device)
         self.mask = mask.to(device)
 
     def __call__(self, index: torch.Tensor):
-        return self.tokens[index], self.mask[index]
+        return self.conditions[index], self.mask[index]
 
     def drop(self, index: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
         """``index`` with each entry replaced by the null condition's with ``probability``

@@ -17,7 +17,7 @@ One module per figure, named as the figure (``results/relational/figures/{name}.
   :func:`intervention_runs`);
 - :mod:`~diffcomp.relational.figures.samples`: :func:`sample_grid_figure`;
 
-and the code they share: :mod:`~diffcomp.relational.figures.tables` (reading the metrics table,
+and the code they share: :mod:`~diffcomp.relational.results` (reading the metrics table,
 the final checkpoints: :func:`final_points`), :mod:`~diffcomp.relational.figures.style` (colours,
 texts, the accuracy scatter) and :mod:`~diffcomp.relational.figures.write` (the rule's entry point
 :func:`write_relational_figure`). Both studies' figures share :mod:`diffcomp.plotting` (no-data
@@ -31,7 +31,7 @@ fractions in [0, 1]; the audit columns (completeness, balance, coverage) are per
 names the experiment most figures show.
 
 Aggregation over seeds: :func:`diffcomp.stats.aggregate_seeds`. Accuracies and failure fractions
-(proportions of a known number of samples, :data:`~diffcomp.relational.figures.tables.COUNTS`)
+(proportions of a known number of samples, :data:`~diffcomp.relational.results.COUNTS`)
 are pooled over seeds with a 95% interval that stays in [0, 1] (the Wilson score interval at the
 design-effect sample size, Student's t at n_seeds - 1 df: :func:`diffcomp.stats.proportion_interval`);
 the audit's percents get the mean with its t-interval. With one seed there is no interval and
@@ -48,14 +48,14 @@ from diffcomp.relational.figures.samples import sample_grid_figure
 from diffcomp.relational.figures.scatter import SCATTER_AXES, scatter_figure, scatter_rhos
 from diffcomp.relational.figures.skew import skew_figure
 from diffcomp.relational.figures.style import CORRECT_COLOUR, FAILURE_COLOURS, MIN_FONT_SIZE, WRONG_COLOUR
-from diffcomp.relational.figures.tables import (
+from diffcomp.relational.figures.write import FIGURES, write_relational_figure
+from diffcomp.relational.results import (
     METRICS_COLUMNS,
     final_points,
     final_seed_rows,
     load_metrics,
     read_relational_metrics,
 )
-from diffcomp.relational.figures.write import FIGURES, write_relational_figure
 from diffcomp.stats import aggregate_seeds, spearman_rho
 
 __all__ = [

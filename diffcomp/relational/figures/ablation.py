@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from diffcomp.plotting import no_data_figure
 from diffcomp.relational.figures.style import _over_seeds, _seed_markers, _yerr
-from diffcomp.relational.figures.tables import _FINAL_COLUMNS, _final_aggregate, _ordered, final_rows, load_metrics
+from diffcomp.relational.results import _FINAL_COLUMNS, _final_aggregate, _ordered, final_rows, load_metrics
 
 _ABLATION_COLUMNS = (*_FINAL_COLUMNS, "encoder", "pos_emb")  # "intervention" is used when present
 

@@ -7,7 +7,7 @@ from matplotlib.lines import Line2D
 
 from diffcomp.plotting import band, curves_axes, no_data_figure
 from diffcomp.relational.figures.style import SEED_MARKER, _over_seeds, _split_colours
-from diffcomp.relational.figures.tables import _ordered, load_metrics
+from diffcomp.relational.results import _ordered, load_metrics
 from diffcomp.stats import aggregate_seeds
 
 _CURVE_COLUMNS = (

@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 
 from diffcomp.plotting import curves_axes, no_data_figure
 from diffcomp.relational.figures.style import SEED_MARKER, _over_seeds, _seed_markers, _yerr
-from diffcomp.relational.figures.tables import (
+from diffcomp.relational.results import (
     COUNTS,
     _final_aggregate,
     _ordered,
@@ -75,7 +75,7 @@ def intervention_runs(metrics, baseline: str) -> tuple[pd.DataFrame, dict[str, s
     "baseline" nor empty (projection-*, contrastive-*), preceded by the other experiments a
     projection fine-tunes (its base, e.g. an encoder ablation; intervention "baseline"); other
     experiments are left out. Each intervention is compared with its reference
-    (:func:`~diffcomp.relational.figures.tables.reference_experiments`: a projection's base, else
+    (:func:`~diffcomp.relational.results.reference_experiments`: a projection's base, else
     the baseline). ``table``: the references' rows and the interventions' rows on the splits they
     share, an intervention's runs restricted to the (split, seed) pairs its reference ran, plus
     ``plot_step``: the step, and for a projection-* experiment (which fine-tunes its base's final

@@ -11,7 +11,7 @@ from diffcomp.relational.figures.style import (
     _rho_text,
     _split_colours,
 )
-from diffcomp.relational.figures.tables import _ordered, final_points, final_seed_rows
+from diffcomp.relational.results import _ordered, final_points, final_seed_rows
 from diffcomp.stats import spearman_rho
 
 # Audit x axes of the scatter figure: (column of final_points, axis label).

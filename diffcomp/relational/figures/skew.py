@@ -20,7 +20,7 @@ from diffcomp.relational.figures.style import (
     _split_colours,
     _yerr,
 )
-from diffcomp.relational.figures.tables import final_points, final_seed_rows
+from diffcomp.relational.results import final_points, final_seed_rows
 from diffcomp.stats import spearman_rho
 
 # The kinds of held-out triple on the skew figure: label, colour, marker.

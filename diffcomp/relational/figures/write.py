@@ -13,7 +13,7 @@ from diffcomp.relational.figures.interventions import interventions_figure
 from diffcomp.relational.figures.samples import sample_grid_figure
 from diffcomp.relational.figures.scatter import scatter_figure
 from diffcomp.relational.figures.skew import skew_figure
-from diffcomp.relational.figures.tables import read_relational_metrics
+from diffcomp.relational.results import read_relational_metrics
 
 FIGURES = ("curves", "scatter", "skew", "ablation", "interventions", "samples")
 

@@ -1,4 +1,4 @@
-"""The relational study's metrics table as the figures read it, and its final checkpoints.
+"""The relational study's metrics table as the summary and the figures read it, and its final checkpoints.
 
 The final checkpoint of an (experiment, split) is the largest step any of its runs reached; only
 the runs at that step enter its final-checkpoint numbers (:func:`final_points`). Accuracies and
