@@ -3,12 +3,16 @@
 #   make run-medium  the relational study over 3 seeds on CPU (config.medium.yaml)
 #   make test   the test suite
 #
-# torch is installed before anything that depends on it so pip never pulls CUDA wheels on a
-# CPU machine. A torch already present in the venv (e.g. a cluster's CUDA build) is kept;
-# override the spec with `make TORCH_SPEC="torch==2.5.1" ...` if you need another one.
+# torch is installed first, before anything that depends on it could pull another build. Which
+# build `pip install torch==2.13.0` takes depends on the index: the CPU one where pip's index or
+# find-links serve it (as on the development machine), the CUDA one from PyPI on Linux. For the
+# CPU build from PyPI's sister index: `make run TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+# A torch already present in the venv (e.g. a cluster's CUDA build, docs/slurm.md) is kept;
+# `make TORCH_SPEC="torch==2.5.1" ...` asks for another version.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 CORES ?= 2
 BIN := $(VENV)/bin
 
@@ -19,7 +23,7 @@ test-venv: $(VENV)/.installed-test
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e .
 	touch $@
 

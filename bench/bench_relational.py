@@ -64,7 +64,7 @@ from diffcomp.relational.data import read_split_triples, triples_frame  # noqa: 
 from diffcomp.relational.evaluate import predict_nouns  # noqa: E402
 from diffcomp.relational.icons import load_icons, nouns, pair_images, render_icons, save_icons  # noqa: E402
 from diffcomp.relational.splits import Split, all_triples  # noqa: E402
-from diffcomp.relational.text import caption_encoder  # noqa: E402
+from diffcomp.relational.text.build import caption_encoder  # noqa: E402
 from diffcomp.relational.train import (  # noqa: E402
     Conditioner,
     build_model,

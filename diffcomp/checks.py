@@ -126,7 +126,8 @@ def check_scratch_encoder(section: dict) -> int:
 
     from diffcomp.relational.config import vocab_sizes
     from diffcomp.relational.icons import nouns
-    from diffcomp.relational.text import all_captions, caption_encoder
+    from diffcomp.relational.text.build import caption_encoder
+    from diffcomp.relational.text.captions import all_captions
 
     names = nouns(max(vocab_sizes(section)))
     try:

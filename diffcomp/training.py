@@ -36,6 +36,7 @@ batch's compiled gradients with the eager model's and stops if they disagree
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,9 @@ from tqdm import tqdm
 from diffcomp.errors import EXIT_TIME_LIMIT, TrainingInterrupted  # noqa: F401 (re-exported)
 from diffcomp.io import atomic_path, write_csv, write_json
 from diffcomp.runtime_keys import RUNTIME_KEYS  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    from diffcomp.ema import ForeachEMA
 
 log = logging.getLogger("diffcomp.train")
 
@@ -560,6 +564,272 @@ def publish_run(paths: RunPaths, snapshot_steps, loss_history, summary, parts: i
 # --------------------------------------------------------------------------------------------
 # The training loop
 # --------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class TrainingState:
+    """What one job trains and how far it has got: the task (its model), the trained parameters
+    and what updates them, the run's random streams, and the loop's counters. A resume state is
+    this, saved (:meth:`state_dict`) and loaded back (:meth:`load_state_dict`)."""
+
+    task: TrainingTask
+    seed: int
+    fingerprint: str  # of the run's definition: names the state folder; only this run's states load
+    parameters: list[torch.nn.Parameter]  # the trained ones (requires_grad), in the model's order
+    optimizer: torch.optim.Optimizer
+    lr_schedule: torch.optim.lr_scheduler.LRScheduler
+    ema: ForeachEMA | None  # of the trained parameters; None when training.ema_decay is 0
+    data_rng: torch.Generator  # batch composition
+    noise_rng: torch.Generator  # noise and timesteps
+    running_loss: torch.Tensor  # summed since the last loss.csv row (each part's, for a task with loss_parts)
+    step: int = 0  # optimisation steps done
+    loss_history: list[list] = field(default_factory=list)  # loss.csv's rows so far
+    snapshot_steps: list[int] = field(default_factory=list)  # the steps whose sampling weights are saved
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.task.model
+
+    @property
+    def generators(self) -> list[torch.Generator]:
+        """Every generator a training step draws from besides torch's global ones."""
+        return [self.data_rng, self.noise_rng, *self.task.generators.values()]
+
+    def state_dict(self) -> dict:
+        """The resume state: everything a retry needs to continue bit-identically (on a CPU)."""
+        return {
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "data_rng": self.data_rng.get_state(),
+            "noise_rng": self.noise_rng.get_state(),
+            "task_rngs": {name: generator.get_state() for name, generator in self.task.generators.items()},
+            # torch's global generator too (a trained text encoder's dropout draws from it)
+            "torch_rng": torch.get_rng_state(),
+            "loss_history": self.loss_history,
+            # so a resumed loss.csv row averages the same steps as an uninterrupted one
+            "running_loss": self.running_loss.detach().cpu(),
+            "snapshot_steps": self.snapshot_steps,
+        }
+
+    def load_state_dict(self, saved: dict, device: torch.device) -> None:
+        """Continue from a resume state (``torch.load``-ed to the CPU) of this run."""
+        self.model.load_state_dict(saved["model"])
+        load_optimizer_state(self.optimizer, saved["optimizer"])
+        self.lr_schedule.load_state_dict(saved["lr_schedule"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
+            self.ema.to(device=device)  # EMAModel takes the loaded (CPU) tensors as its weights
+        self.data_rng.set_state(saved["data_rng"])
+        self.noise_rng.set_state(saved["noise_rng"])
+        for name, generator in self.task.generators.items():
+            generator.set_state(saved["task_rngs"][name])
+        torch.set_rng_state(saved["torch_rng"])
+        self.step = saved["step"]
+        self.loss_history = saved["loss_history"]
+        self.snapshot_steps = saved["snapshot_steps"]
+        self.running_loss = saved["running_loss"].to(device)
+
+    def sampling_weights(self) -> dict[str, torch.Tensor]:
+        """The weights a snapshot keeps for sampling: the model's, with the EMA's in place of the
+        trained parameters (the training weights are put back)."""
+        if self.ema is None:
+            return self.model.state_dict()
+        self.ema.store(self.parameters)
+        self.ema.copy_to(self.parameters)
+        weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.ema.restore(self.parameters)
+        return weights
+
+
+def prepare_device(cfg: dict) -> tuple[torch.device, dict, dict | None]:
+    """The job's device (its CPU threads set), its effective GPU settings (TF32 applied, process-wide)
+    and the keyword arguments of torch.compile (None: eager)."""
+    device = resolve_device(cfg["device"])
+    torch.set_num_threads(cfg["threads"])
+    settings = gpu_settings(cfg, device)
+    apply_tf32(settings["tf32"])
+    return device, settings, compile_options(cfg, device)
+
+
+def make_optimisation(
+    parameters: list[torch.nn.Parameter], cfg: dict, settings: dict, *, graphed: bool, cuda_graph: bool
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LRScheduler, ForeachEMA | None]:
+    """AdamW of ``parameters`` (capturable when the step is ``graphed``), its LR schedule and their
+    EMA (None when training.ema_decay is 0)."""
+    # Imported here, not at the top: diffusers takes about 4 s to import, and the jobs that only
+    # read and write snapshots (unpacking a pack) import this module too.
+    from diffusers.optimization import get_scheduler
+
+    from diffcomp.ema import ForeachEMA
+    from diffcomp.graphed_step import DeviceEMA
+
+    optimizer = make_optimizer(parameters, cfg, settings, capturable=graphed)
+    lr_schedule = get_scheduler(
+        cfg["lr_schedule"], optimizer, num_warmup_steps=cfg["warmup_steps"], num_training_steps=cfg["steps"]
+    )
+    # EMAModel's per-tensor arithmetic as a few foreach operations (diffcomp/ema.py); with cuda_graph
+    # (on any device, so a CPU run checks it) the variant that keeps its step counter and decay on the
+    # device, which a captured step needs (same numbers, same state format)
+    ema_class = DeviceEMA if cuda_graph else ForeachEMA
+    ema = ema_class(parameters, decay=cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
+    return optimizer, lr_schedule, ema
+
+
+def start_training(
+    task: TrainingTask,
+    seed: int,
+    run_fingerprint: str,
+    cfg: dict,
+    settings: dict,
+    device: torch.device,
+    *,
+    graphed: bool,
+    cuda_graph: bool,
+) -> TrainingState:
+    """``task`` at step 0: its model in the memory format asked for, the optimiser, LR schedule and
+    EMA of its trained parameters, and the run's generators seeded from ``seed``."""
+    if settings["channels_last"]:
+        task.model.to(memory_format=torch.channels_last)  # in place: the parameters stay the same objects
+    parameters = [p for p in task.model.parameters() if p.requires_grad]
+    optimizer, lr_schedule, ema = make_optimisation(parameters, cfg, settings, graphed=graphed, cuda_graph=cuda_graph)
+    data_rng, noise_rng = training_generators(seed, device)
+    return TrainingState(
+        task=task,
+        seed=seed,
+        fingerprint=run_fingerprint,
+        parameters=parameters,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        ema=ema,
+        data_rng=data_rng,
+        noise_rng=noise_rng,
+        running_loss=torch.zeros(task.loss_parts or (), device=device),
+    )
+
+
+def resume_from_latest_state(state: TrainingState, state_dir: Path, device: torch.device) -> None:
+    """Load the newest usable resume state of this run into ``state``; without one it starts from scratch."""
+    saved = load_latest_state(state_dir, state.fingerprint)
+    if saved is not None:
+        state.load_state_dict(saved, device)
+        log.info("resuming %s from step %d (%s)", state.task.name, state.step, state_dir)
+    else:
+        log.info("training %s seed %d from scratch (%s)", state.task.name, state.seed, state_dir)
+
+
+def autocast_forward(model: Callable, autocast: torch.autocast) -> Callable:
+    """``model`` called under ``autocast`` (bf16 for precision bf16, else a context that does nothing)."""
+
+    def forward(*args):
+        with autocast:
+            return model(*args)
+
+    return forward
+
+
+def training_step(state: TrainingState, forward: Callable) -> None:
+    """One optimisation step: a batch and its loss, the gradients (clipped if the task asks), AdamW,
+    the EMA, and the losses added to the running sum. Everything here may be captured in a CUDA
+    graph (training.cuda_graph), so nothing reads a value back to the host."""
+    task = state.task
+    loss, losses = task.batch_loss(forward, state.data_rng, state.noise_rng)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if task.clip_gradients is not None:
+        task.clip_gradients(state.parameters)
+    elif task.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(state.parameters, task.max_grad_norm)
+    state.optimizer.step()
+    if state.ema is not None:
+        state.ema.step(state.parameters)
+    state.running_loss.add_(losses.detach())
+
+
+def step_runner(
+    state: TrainingState, forward: Callable, device: torch.device, *, graphed: bool, cuda_graph: bool
+) -> Callable[[], None]:
+    """What the loop calls for each step: :func:`training_step` itself; with training.cuda_graph on a
+    CUDA device, a GraphedStep that captures it in a CUDA graph and replays it."""
+    from diffcomp.graphed_step import GraphedStep, audited_first_call
+
+    step = functools.partial(training_step, state, forward)
+    if graphed:
+        return GraphedStep(step, state.optimizer, state.generators, device, name=state.task.name)
+    if cuda_graph:
+        # the same step eagerly; its first run is audited for what a CUDA graph would get wrong
+        # (host reads, data-dependent shapes, undeclared generators), so a CPU run catches it
+        return audited_first_call(step, state.generators, device, state.task.name)
+    return step
+
+
+def record_losses(state: TrainingState, progress: tqdm) -> None:
+    """Add loss.csv's row for the steps since the last row (their mean loss, each part's too, and
+    the learning rate) and show it in the progress bar; stop the run on a NaN or inf loss."""
+    # One host sync per row; a NaN anywhere since the last row poisons the sum.
+    steps_in_row = state.step - (state.loss_history[-1][0] if state.loss_history else 0)
+    means = [value / steps_in_row for value in state.running_loss.reshape(-1).tolist()]
+    mean_loss = sum(means) if state.task.loss_parts else means[0]
+    state.running_loss.zero_()
+    if not np.isfinite(mean_loss):
+        first_step = state.step - steps_in_row + 1
+        raise NonFiniteLoss(
+            f"{state.task.name} seed {state.seed}: loss became {mean_loss} between steps {first_step} and "
+            f"{state.step}; stopping (lower the learning rate or check the data). No checkpoint was written."
+        )
+    parts = means if state.task.loss_parts else []
+    state.loss_history.append([state.step, mean_loss, state.lr_schedule.get_last_lr()[0], *parts])
+    progress.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+    progress.update(state.step - progress.n)  # (n counts from the last row, which may predate a resume)
+
+
+def save_checkpoint(state: TrainingState, state_dir: Path, keep: int) -> None:
+    """Keep this step's sampling weights as a snapshot, then save a resume state that lists it."""
+    save_snapshot(state_dir, state.step, state.sampling_weights())
+    state.snapshot_steps.append(state.step)
+    save_state(state_dir, state.state_dict(), keep)
+
+
+def stop_reason(step: int, stop_after_step: int | None, stop_watch: StopWatch) -> str | None:
+    """Why the job stops after ``step`` (a test's simulated time limit, a signal, the job's end time
+    coming), or None to go on."""
+    if stop_after_step is not None and step >= stop_after_step:
+        return "stop_after_step"
+    return stop_watch.reason()
+
+
+def training_summary(
+    state: TrainingState,
+    cfg: dict,
+    device: torch.device,
+    settings: dict,
+    compile_kwargs: dict | None,
+    graphed: bool,
+    steps_this_job: int,
+    seconds_this_job: float,
+) -> dict:
+    """train.json: the task's own entries, then how the run was trained and what it reached."""
+    return {
+        **state.task.summary,
+        "seed": state.seed,
+        "fingerprint": state.fingerprint,
+        "steps": cfg["steps"],
+        "snapshot_steps": state.snapshot_steps,
+        "device": str(device),
+        "precision": cfg["precision"],
+        "compile": compile_kwargs["mode"] if compile_kwargs is not None else "none",
+        **settings,
+        "cuda_graph": graphed,
+        "steps_this_job": steps_this_job,
+        "seconds_this_job": seconds_this_job,
+        "steps_per_second": steps_this_job / seconds_this_job if seconds_this_job > 0 else None,
+        "parameters": sum(p.numel() for p in state.model.parameters()),
+        "trained_parameters": sum(p.numel() for p in state.parameters),
+        "final_loss": state.loss_history[-1][1],
+    }
+
+
 def train(
     build: Callable[[torch.device], TrainingTask],
     run: dict,
@@ -575,199 +845,72 @@ def train(
     keys, including the runtime ones in RUNTIME_KEYS. ``stop_after_step`` simulates a time limit
     (tests): save a state and stop after that step. Returns the summary written to train.json.
     """
-    # Imported here, not at the top: diffusers takes about 4 s to import, and the jobs that only
-    # read and write snapshots (unpacking a pack) import this module too.
-    from diffusers.optimization import get_scheduler
-
-    from diffcomp.ema import ForeachEMA
-    from diffcomp.graphed_step import DeviceEMA, GraphedStep, audited_first_call
-
     cfg = training
     cuda_graph = check_cuda_graph(cfg)  # a compile mode with CUDA graphs of its own is refused here
     seed = run["seed"]
-    run_fingerprint = fingerprint(run)
     paths = RunPaths.for_run(out_dir, run)
     paths.state_dir.joinpath("snapshots").mkdir(parents=True, exist_ok=True)
 
-    device = resolve_device(cfg["device"])
-    torch.set_num_threads(cfg["threads"])
-    settings = gpu_settings(cfg, device)
-    apply_tf32(settings["tf32"])
-    compile_kwargs = compile_options(cfg, device)
+    # the device, then the task's model, initialised from the run's seed
+    device, settings, compile_kwargs = prepare_device(cfg)
     torch.manual_seed(seed)  # model initialisation
     task = build(device)
     check_cuda_graph(cfg, task)  # an undeclared task is refused before any training work
     graphed = cuda_graph and device.type == "cuda"
     if cuda_graph and not graphed:
         log.warning("training.cuda_graph: CUDA graphs need a CUDA device; running the same step eagerly on %s", device)
-    model = task.model
-    if settings["channels_last"]:
-        model.to(memory_format=torch.channels_last)  # in place: the parameters stay the same objects
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(parameters, cfg, settings, capturable=graphed)
-    lr_schedule = get_scheduler(
-        cfg["lr_schedule"], optimizer, num_warmup_steps=cfg["warmup_steps"], num_training_steps=cfg["steps"]
-    )
-    # the cuda_graph step keeps the EMA's step counter and decay on the device (same numbers, same state format)
-    # EMAModel's per-tensor arithmetic as a few foreach operations (diffcomp/ema.py); the graphed
-    # step's variant keeps its decay on the device
-    ema_class = DeviceEMA if cuda_graph else ForeachEMA
-    ema = ema_class(parameters, decay=cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
-    data_rng, noise_rng = training_generators(seed, device)
 
-    step, loss_history, snapshot_steps = 0, [], []
-    # loss summed since the last loss.csv row (each part's, for a task with loss_parts)
-    running_loss = torch.zeros(task.loss_parts or (), device=device)
-    state = load_latest_state(paths.state_dir, run_fingerprint)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        load_optimizer_state(optimizer, state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-            ema.to(device=device)  # EMAModel takes the loaded (CPU) tensors as its weights
-        data_rng.set_state(state["data_rng"])
-        noise_rng.set_state(state["noise_rng"])
-        for name, generator in task.generators.items():
-            generator.set_state(state["task_rngs"][name])
-        torch.set_rng_state(state["torch_rng"])
-        step, loss_history, snapshot_steps = state["step"], state["loss_history"], state["snapshot_steps"]
-        running_loss = state["running_loss"].to(device)
-        log.info("resuming %s from step %d (%s)", task.name, step, paths.state_dir)
-    else:
-        log.info("training %s seed %d from scratch (%s)", task.name, seed, paths.state_dir)
+    # optimiser, LR schedule, EMA and generators, at step 0 or where the last job of this run stopped
+    state = start_training(task, seed, fingerprint(run), cfg, settings, device, graphed=graphed, cuda_graph=cuda_graph)
+    resume_from_latest_state(state, paths.state_dir, device)
 
-    def current_state() -> dict:
-        return {
-            "fingerprint": run_fingerprint,
-            "step": step,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "lr_schedule": lr_schedule.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "data_rng": data_rng.get_state(),
-            "noise_rng": noise_rng.get_state(),
-            "task_rngs": {name: generator.get_state() for name, generator in task.generators.items()},
-            "torch_rng": torch.get_rng_state(),
-            "loss_history": loss_history,
-            # so a resumed loss.csv row averages the same steps as an uninterrupted one
-            "running_loss": running_loss.detach().cpu(),
-            "snapshot_steps": snapshot_steps,
-        }
-
-    def sampling_weights() -> dict:
-        if ema is None:
-            return model.state_dict()
-        ema.store(parameters)
-        ema.copy_to(parameters)
-        weights = {k: v.clone() for k, v in model.state_dict().items()}
-        ema.restore(parameters)
-        return weights
-
-    compiled = torch.compile(model, **compile_kwargs) if compile_kwargs is not None else model
+    # the forward pass (compiled, under autocast) and the step that runs it
+    compiled = torch.compile(task.model, **compile_kwargs) if compile_kwargs is not None else task.model
     cuda_graphs = uses_cuda_graphs(compile_kwargs)
     # (a captured step must not keep autocast's cast-weight cache across replays; the values are the same)
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16", cache_enabled=not graphed
     )
-
-    def forward(*args):
-        with autocast:
-            return compiled(*args)
-
-    def training_step():
-        """One optimisation step; everything here may be captured in a CUDA graph (cuda_graph)."""
-        loss, losses = task.batch_loss(forward, data_rng, noise_rng)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if task.clip_gradients is not None:
-            task.clip_gradients(parameters)
-        elif task.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(parameters, task.max_grad_norm)
-        optimizer.step()
-        if ema is not None:
-            ema.step(parameters)
-        running_loss.add_(losses.detach())
-
-    generators = [data_rng, noise_rng, *task.generators.values()]
-    model.train()
+    forward = autocast_forward(compiled, autocast)
+    task.model.train()
     if compile_kwargs is not None:
-
-        def eager_forward(*args):
-            with autocast:
-                return model(*args)
-
-        names = [name for name, p in model.named_parameters() if p.requires_grad]
-        check_compiled_gradients(task, eager_forward, forward, parameters, names, generators, compile_kwargs["mode"])
-    if graphed:
-        run_step = GraphedStep(training_step, optimizer, generators, device, name=task.name)
-    elif cuda_graph:
-        # the same step eagerly; its first run is audited for what a CUDA graph would get wrong
-        # (host reads, data-dependent shapes, undeclared generators), so a CPU run catches it
-        run_step = audited_first_call(training_step, generators, device, task.name)
-    else:
-        run_step = training_step
+        names = [name for name, p in task.model.named_parameters() if p.requires_grad]
+        eager_forward = autocast_forward(task.model, autocast)
+        check_compiled_gradients(
+            task, eager_forward, forward, state.parameters, names, state.generators, compile_kwargs["mode"]
+        )
+    run_step = step_runner(state, forward, device, graphed=graphed, cuda_graph=cuda_graph)
 
     keep_steps = set(checkpoint_steps(cfg["steps"], cfg["checkpoint_every"]))
     stop_watch = StopWatch(cfg["stop_margin_seconds"], slurm_end_time())
-    started, start_step = time.perf_counter(), step
+    started, start_step = time.perf_counter(), state.step
     progress = tqdm(
-        total=cfg["steps"], initial=step, desc=f"train {task.name}", mininterval=10, ascii=True, unit="step"
+        total=cfg["steps"], initial=state.step, desc=f"train {task.name}", mininterval=10, ascii=True, unit="step"
     )
-    while step < cfg["steps"]:
+    while state.step < cfg["steps"]:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
         run_step()
-        lr_schedule.step()
-        step += 1
+        state.lr_schedule.step()
+        state.step += 1
 
-        at_checkpoint = step in keep_steps
-        if step % cfg["log_every"] == 0 or at_checkpoint or step == cfg["steps"]:
-            # One host sync per log interval; a NaN anywhere in the interval poisons the sum.
-            n = step - (loss_history[-1][0] if loss_history else 0)
-            means = [value / n for value in running_loss.reshape(-1).tolist()]
-            mean_loss = sum(means) if task.loss_parts else means[0]
-            running_loss.zero_()
-            if not np.isfinite(mean_loss):
-                raise NonFiniteLoss(
-                    f"{task.name} seed {seed}: loss became {mean_loss} between steps {step - n + 1} and {step}; "
-                    "stopping (lower the learning rate or check the data). No checkpoint was written."
-                )
-            loss_history.append([step, mean_loss, lr_schedule.get_last_lr()[0], *(means if task.loss_parts else [])])
-            progress.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
-            progress.update(step - progress.n)  # (n counts from the last row, which may predate a resume)
+        at_checkpoint = state.step in keep_steps
+        if state.step % cfg["log_every"] == 0 or at_checkpoint or state.step == cfg["steps"]:
+            record_losses(state, progress)
         if at_checkpoint:
-            save_snapshot(paths.state_dir, step, sampling_weights())
-            snapshot_steps.append(step)
-            save_state(paths.state_dir, current_state(), cfg["keep_resume_states"])
-        reason = "stop_after_step" if stop_after_step is not None and step >= stop_after_step else stop_watch.reason()
-        if reason and step < cfg["steps"]:
-            if not at_checkpoint:
-                save_state(paths.state_dir, current_state(), cfg["keep_resume_states"])
+            save_checkpoint(state, paths.state_dir, cfg["keep_resume_states"])
+        reason = stop_reason(state.step, stop_after_step, stop_watch)
+        if reason and state.step < cfg["steps"]:
+            if not at_checkpoint:  # (a checkpoint has just saved this step's state)
+                save_state(paths.state_dir, state.state_dict(), cfg["keep_resume_states"])
             progress.close()
             raise TrainingInterrupted(
-                f"{task.name} seed {seed}: stopped at step {step}/{cfg['steps']} ({reason}); "
+                f"{task.name} seed {seed}: stopped at step {state.step}/{cfg['steps']} ({reason}); "
                 f"state saved in {paths.state_dir}, a retry resumes from there"
             )
     progress.close()
     elapsed = time.perf_counter() - started
-    summary = {
-        **task.summary,
-        "seed": seed,
-        "fingerprint": run_fingerprint,
-        "steps": cfg["steps"],
-        "snapshot_steps": snapshot_steps,
-        "device": str(device),
-        "precision": cfg["precision"],
-        "compile": compile_kwargs["mode"] if compile_kwargs is not None else "none",
-        **settings,
-        "cuda_graph": graphed,
-        "steps_this_job": step - start_step,
-        "seconds_this_job": elapsed,
-        "steps_per_second": (step - start_step) / elapsed if elapsed > 0 else None,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "trained_parameters": sum(p.numel() for p in parameters),
-        "final_loss": loss_history[-1][1],
-    }
-    publish_run(paths, snapshot_steps, loss_history, summary, task.loss_parts)
+
+    summary = training_summary(state, cfg, device, settings, compile_kwargs, graphed, state.step - start_step, elapsed)
+    publish_run(paths, state.snapshot_steps, state.loss_history, summary, task.loss_parts)
     return summary

@@ -1,6 +1,6 @@
 """Rule relational_sample: sample every kept checkpoint of a run (one job per run)."""
 
-from diffcomp.relational.text import use_shared_pretraining
+from diffcomp.relational.text.shared import use_shared_pretraining
 from diffcomp.relational.train import sample_relational_run
 from diffcomp.workflow import rule_logging
 

@@ -1,6 +1,6 @@
 """Rule relational_text_encoder: caption-pretrain a text encoder on a split's training captions, once for its jobs."""
 
-from diffcomp.relational.text import pretrain_shared_encoder
+from diffcomp.relational.text.build import pretrain_shared_encoder
 from diffcomp.workflow import rule_logging
 
 with rule_logging(snakemake) as log:

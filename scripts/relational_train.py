@@ -1,6 +1,6 @@
 """Rules relational_pretrain and relational_train: train one run, resuming from its last checkpoint if there is one."""
 
-from diffcomp.relational.text import use_shared_pretraining
+from diffcomp.relational.text.shared import use_shared_pretraining
 from diffcomp.relational.train import train_relational_run
 from diffcomp.workflow import resumable_run, run_training
 

@@ -1,6 +1,6 @@
 """Rule relational_train_pack: train a pack of relational runs as one stacked model, resuming from its last state."""
 
-from diffcomp.relational.text import use_shared_pretraining
+from diffcomp.relational.text.shared import use_shared_pretraining
 from diffcomp.relational.train import train_relational_pack
 from diffcomp.workflow import resumable_run, run_training
 

@@ -58,7 +58,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from diffcomp import training
 from diffcomp.graphed_step import same_generator
-from diffcomp.relational import text as relational_text
+from diffcomp.relational.text import pretraining as caption_pretraining
 
 FAKE_CUDA = torch.device("cuda:0")
 _RealGenerator = torch.Generator
@@ -337,7 +337,7 @@ class _Gradients:
                         parameter.grad = torch.zeros_like(parameter)
 
 
-_real_pretraining_state = relational_text._pretraining_state
+_real_pretraining_state = caption_pretraining._pretraining_state
 
 
 def _two_pretraining_steps(config, tokenizer, nouns, roles, seed, steps):
@@ -356,8 +356,8 @@ def fake_cuda():
     _meta_kernels()
     api, generators, gradients = FakeCudaApi(), _Generators(), _Gradients()
     with contextlib.ExitStack() as stack:
-        stack.callback(relational_text._cached_pretraining_state.cache_clear)
-        stack.enter_context(mock.patch.object(relational_text, "_pretraining_state", _two_pretraining_steps))
+        stack.callback(caption_pretraining._cached_pretraining_state.cache_clear)
+        stack.enter_context(mock.patch.object(caption_pretraining, "_pretraining_state", _two_pretraining_steps))
         stack.enter_context(training.preserved_tf32())
         stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: True))
         stack.enter_context(mock.patch.object(torch.cuda, "is_bf16_supported", lambda *a, **k: True))

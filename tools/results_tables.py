@@ -22,6 +22,9 @@ Tables (NAME):
   its phase at every checkpoint; ``bumps-SCALE-rho``: Spearman's rho of the off-grid accuracy
   against the grid increment (the sigma-1 square grids) at those checkpoints;
 - ``provenance-SCALE``: the snapshot's command, wall time, date, machine and commit, one line;
+- ``slurm-jobs`` and ``slurm-job-count``: not from a run but from a dry run of the paper
+  configuration (``snakemake -n --quiet rules --configfile config.paper.yaml``) and the SLURM
+  profile: every rule, where it runs, what one job asks for and how many jobs it plans;
 - ``figure-map``: not from a run but from the workflow (``snakemake --summary`` of config.yaml)
   and the code: every figure file -> its rule -> the rule's script -> the function that draws it.
 """
@@ -367,6 +370,108 @@ def _drawing_function(figure: str, script: str) -> str:
     return ""
 
 
+def _rule_blocks() -> dict[str, str]:
+    """rule name -> the text of its definition in ``rules/*.smk`` (up to the next rule)."""
+    blocks = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=\s*rule \w+:)", smk.read_text(), flags=re.MULTILINE):
+            name = re.match(r"\s*rule (\w+):", block)
+            if name:
+                blocks[name.group(1)] = block
+    return blocks
+
+
+def dry_run_jobs(configfile: str = "config.paper.yaml") -> dict[str, int]:
+    """rule -> the number of jobs ``snakemake -n`` plans for ``configfile`` (from nothing done)."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-n", "--quiet", "rules", "--configfile", configfile],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = proc.stdout.splitlines()
+    start = lines.index("Job stats:") + 3  # the header and its rule
+    counts = {}
+    for line in lines[start:]:
+        fields = line.split()
+        if len(fields) != 2 or fields[0] == "total":
+            break
+        counts[fields[0]] = int(fields[1])
+    return counts
+
+
+def _amount(expression, unit: str, scale: float = 1.0) -> str:
+    """A profile resource (``240``, ``"120 * attempt"``) as text: "240 min per attempt", "120 min x attempt"."""
+    text = str(expression).replace(" ", "")
+    grows = text.endswith("*attempt")
+    value = float(text.removesuffix("*attempt")) * scale
+    number = f"{value:g}"
+    return f"{number} {unit} x attempt" if grows else f"{number} {unit}"
+
+
+def slurm_plan(counts: dict[str, int] | None = None) -> list[dict]:
+    """One entry per rule: where it runs under ``profiles/slurm``, what a job asks for, its jobs."""
+    import yaml
+
+    counts = dry_run_jobs() if counts is None else counts
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    default = profile.get("default-resources", {})
+    specific = profile.get("set-resources", {})
+    groups = profile.get("groups", {})
+    blocks = _rule_blocks()
+    plan = []
+    for rule, block in blocks.items():
+        local = re.search(r"^\s*localrule: True", block, re.MULTILINE) is not None
+        resources = {**default, **specific.get(rule, {})}
+        if local:
+            where, asks = "submit host", ""
+        else:
+            gpu = resources.get("gpu")
+            where = "SLURM, GPU partition" if gpu else "SLURM, CPU partition"
+            partners = [r for r, g in groups.items() if g == groups.get(rule) and r != rule]
+            if partners:
+                where += f", one job with `{partners[0]}`"
+            cpus = f"{gpu} GPU, {resources['cpus_per_gpu']} CPUs per GPU" if gpu else "1 CPU"
+            memory = _amount(resources["mem_mb"], "GB", 1 / 1000)
+            asks = f"{cpus}, {memory}, {_amount(resources['runtime'], 'min')}"
+            if "x attempt" not in asks.rsplit(",", 1)[1]:
+                asks += " per attempt"
+        plan.append({"rule": rule, "where": where, "asks": asks, "jobs": counts.get(rule, 0), "local": local})
+    return plan
+
+
+def slurm_jobs(plan: list[dict] | None = None) -> str:
+    """The table of :func:`slurm_plan`."""
+    plan = slurm_plan() if plan is None else plan
+    rows = [[f"`{p['rule']}`", p["where"], p["asks"] or "-", f"{p['jobs']:,}"] for p in plan]
+    return _table(["rule", "runs on", "one job asks for", "jobs (paper config)"], rows)
+
+
+def slurm_job_count(plan: list[dict] | None = None) -> str:
+    """The dry run's totals: jobs planned, SLURM jobs per study (a group counts once)."""
+    import yaml
+
+    plan = slurm_plan() if plan is None else plan
+    groups = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text()).get("groups", {})
+    planned = sum(p["jobs"] for p in plan) + 1  # and rule all
+    submitted = {"bumps": 0, "relational": 0}
+    for p in plan:
+        grouped_later = p["rule"] in groups and [r for r, g in groups.items() if g == groups[p["rule"]]][0] != p["rule"]
+        if not p["local"] and not grouped_later:
+            submitted[p["rule"].split("_")[0]] += p["jobs"]
+    jobs = {p["rule"]: p["jobs"] for p in plan}
+    return (
+        f"`snakemake -n --configfile config.paper.yaml` plans **{planned:,}** jobs. "
+        f"{jobs['bumps_dataset']:,} bump datasets and {jobs['bumps_train']:,} bump runs (three jobs per run: "
+        f"train, sample every checkpoint, evaluate every checkpoint), {jobs['relational_train']:,} relational "
+        f"pair runs and {jobs['relational_pretrain']:,} single-object pretraining runs make "
+        f"**{submitted['bumps'] + submitted['relational']:,}** SLURM jobs ({submitted['bumps']:,} for the bump "
+        f"study, {submitted['relational']:,} for the relational one; a dataset or a split and its audit are one "
+        "job); the rest run on the submit host.\n"
+    )
+
+
 def figure_map(summary_lines: list[str] | None = None) -> str:
     """Every figure (PNG) of the quick configuration: file, rule, script, drawing function."""
     if summary_lines is None:
@@ -396,9 +501,12 @@ def figure_map(summary_lines: list[str] | None = None) -> str:
     return _table(["figure", "rule", "script", "drawn by"], rows)
 
 
-def render_tables(root: Path = SNAPSHOTS, *, with_figure_map: bool = True) -> dict[str, str]:
+def render_tables(root: Path = SNAPSHOTS, *, with_workflow_tables: bool = True) -> dict[str, str]:
     """Every table NAME -> its markdown, for the scales that have a snapshot (and the figure map)."""
-    tables = {"figure-map": figure_map()} if with_figure_map else {}
+    tables = {}
+    if with_workflow_tables:
+        plan = slurm_plan()
+        tables = {"figure-map": figure_map(), "slurm-jobs": slurm_jobs(plan), "slurm-job-count": slurm_job_count(plan)}
     for folder in sorted(p for p in root.glob("*") if (p / "provenance.json").is_file()):
         scale = folder.name
         tables[f"provenance-{scale}"] = provenance(scale, root)

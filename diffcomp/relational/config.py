@@ -187,7 +187,7 @@ def shared_text_encoder_id(text_encoder: dict, split: dict) -> str | None:
     import hashlib
     import json
 
-    from diffcomp.relational.text import PRETRAINING_SETTINGS
+    from diffcomp.relational.text.pretraining import PRETRAINING_SETTINGS
 
     keys = {key: text_encoder.get(key) for key in _PRETRAINING_KEYS}
     blob = json.dumps({"encoder": keys, "split": dict(split), "pretraining": PRETRAINING_SETTINGS}, sort_keys=True)
@@ -370,7 +370,7 @@ def check_guidance(settings: dict, where: str) -> None:
 
 def check_experiments(section: dict) -> None:
     """Experiment names unique, their splits configured, encoders usable, the samples run one of the runs."""
-    from diffcomp.relational.text import check_encoder
+    from diffcomp.relational.text.names import check_encoder
 
     splits = split_specs(section)
     seen: dict[str, int] = {}

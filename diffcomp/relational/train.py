@@ -36,7 +36,7 @@ from diffcomp.relational.icons import load_icons
 from diffcomp.relational.model import RelationalDenoiser
 from diffcomp.relational.projection import TextProjection
 from diffcomp.relational.relations import caption, single_object_caption
-from diffcomp.relational.text import caption_encoder
+from diffcomp.relational.text.build import caption_encoder
 from diffcomp.training import (
     RUNTIME_KEYS,
     TrainingTask,
