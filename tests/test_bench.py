@@ -205,3 +205,37 @@ def test_bench_audit_times_the_audit_before_and_after_it_streamed(tmp_path):
     if has_before:
         assert all(row["same_output"] and len(row["before"]["seconds_all"]) == 2 for row in rows[:3])
     assert "| 3,000 |" in table.read_text() and "| 2,000, every field quoted |" in table.read_text()
+
+
+def test_quick_findings_hold_on_the_quick_snapshot_and_fail_when_one_is_lost(tmp_path):
+    """bench/quick_findings.py on the committed quick snapshot: every finding holds; phases that go
+    back, an increment trend that is gone or a band run that does not generalise each fail it."""
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import quick_findings
+
+    snapshot = REPO / "docs" / "results" / "quick"
+    bumps = pd.read_csv(snapshot / "bumps_metrics.csv")
+    relational = pd.read_csv(snapshot / "relational_final.csv")
+    assert all(holds for _, holds, _ in quick_findings.bump_findings(bumps))
+    assert all(holds for _, holds, _ in quick_findings.relational_findings(relational))
+
+    back = bumps.copy()
+    last = back.index[(back["run"] == "hole_seed0") & (back["step"] == back["step"].max())]
+    back.loc[last, "phase"] = "A"
+    failed = [name for name, holds, _ in quick_findings.bump_findings(back) if not holds]
+    assert failed == ["hole_seed0: phases in order"]
+
+    flat = bumps.assign(accuracy_offgrid=0.5 + 0.01 * bumps["increment_x"])  # larger increments ahead
+    assert not quick_findings.bump_findings(flat)[-1][1]
+
+    worse = relational.copy()
+    worse.loc[(worse["split"] == "band") & (worse["experiment"] == "baseline"), "test_accuracy"] = 0.3
+    assert [holds for _, holds, _ in quick_findings.relational_findings(worse)] == [True, False]
+
+    (tmp_path / "bumps").mkdir()
+    (tmp_path / "relational").mkdir()
+    bumps.to_csv(tmp_path / "bumps" / "metrics.csv", index=False)
+    worse.to_csv(tmp_path / "relational" / "metrics.csv", index=False)
+    assert quick_findings.main([str(tmp_path)]) == 1
