@@ -714,3 +714,36 @@ def test_labels_of_nearby_points_share_one_stacked_label_and_never_overlap(metri
             texts = [t.get_text() for t in labels]
             if texts:
                 assert any("band\nband_twin" in text for text in texts), texts
+
+
+def test_a_label_that_would_cover_a_neighbours_marker_moves_above_or_left():
+    """Points as in the medium scatter (one_sided at 75, upper_triangle at 87.5, caption_bipartite
+    at 100, all near 0): "upper_triangle" to the right of its point runs into caption_bipartite's
+    marker, so it moves; afterwards no label covers another point's marker or another label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from diffcomp.relational.figures.style import _place_labels
+
+    xs, ys = pd.Series([50.0, 75.0, 87.5, 100.0]), pd.Series([0.0, 0.0, 0.0, 0.01])
+    names = ["bipartite", "one_sided", "upper_triangle", "caption_bipartite"]
+    fig = Figure(figsize=(4.5, 3.5))
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(xs, ys, "o")
+    ax.set_ylim(-0.05, 1.1)
+    ax.margins(x=0.15)
+    labels = [
+        ax.annotate(n, (x, y), xytext=(4, 4), textcoords="offset points", va="bottom", fontsize=6.5)
+        for n, x, y in zip(names, xs, ys, strict=True)
+    ]
+    _place_labels(ax, labels, xs, ys, ys + 0.09)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    points = ax.transData.transform(np.column_stack([xs, ys]))
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    for k, box in enumerate(boxes):
+        others = [p for j, p in enumerate(points) if j != k]
+        assert not any(box.x0 <= px <= box.x1 and box.y0 <= py <= box.y1 for px, py in others), names[k]
+        assert not any(box.overlaps(b) for j, b in enumerate(boxes) if j != k), names[k]
+    assert labels[2].get_horizontalalignment() != "left"  # upper_triangle moved off its right side

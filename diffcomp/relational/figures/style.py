@@ -128,22 +128,67 @@ def _accuracy_scatter(
             values = seeds.loc[seeds["split"] == row.split, "test_accuracy"]
             _seed_markers(ax, getattr(row, xcol), values, "black", gid=f"seeds:{row.split}")
     # One label per group of nearby points (their names stacked), so that labels never overlap
+    labels = []
     for x, y, names in _label_groups(shown[xcol].astype(float), shown["test_accuracy"].astype(float), shown["split"]):
         # below a high point, above a low one: a stacked label stays inside the axes
         high = y > 0.5
-        ax.annotate(
-            "\n".join(names),
-            (x, y),
-            xytext=(4, -4 if high else 4),
-            textcoords="offset points",
-            va="top" if high else "bottom",
-            fontsize=6.5,
-            color="0.15",
-            gid="label",
+        labels.append(
+            ax.annotate(
+                "\n".join(names),
+                (x, y),
+                xytext=(4, -4 if high else 4),
+                textcoords="offset points",
+                va="top" if high else "bottom",
+                fontsize=6.5,
+                color="0.15",
+                gid="label",
+            )
         )
     ax.set_ylim(-0.05, 1.1)
     ax.margins(x=0.15)
+    tops = shown["test_accuracy"].to_numpy(float) + np.nan_to_num(yerr[1])
+    _place_labels(ax, labels, shown[xcol].astype(float), shown["test_accuracy"].astype(float), tops)
     return len(shown)
+
+
+def _place_labels(ax, labels: list, xs: pd.Series, ys: pd.Series, tops, pad: float = 4.0) -> None:
+    """Put each label where it covers no other point's marker and no label placed before it: to
+    the right of its point, else centred above its error bar, else to its left (the
+    first place that is clear, or the one with the fewest collisions). Measured on the drawn
+    figure (display units), since a label's width depends on its text and the axes' size."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = ax.figure.canvas
+    renderer = (canvas if hasattr(canvas, "get_renderer") else FigureCanvasAgg(ax.figure)).get_renderer()
+    x, y = np.asarray(xs, float), np.asarray(ys, float)
+    points = ax.transData.transform(np.column_stack([x, y]))
+    top_of = {(float(a), float(b)): float(t) for a, b, t in zip(x, y, tops, strict=True)}
+    placed = []
+    for label in sorted(labels, key=lambda t: -t.xy[0]):
+        own = ax.transData.transform(label.xy)
+        others = [p for p in points if np.hypot(*(p - own)) > 1.0]
+        dy = label.get_position()[1]
+        anchor = tuple(map(float, label.xy))
+        options = [
+            (anchor, (4, dy), "left", label.get_verticalalignment()),
+            ((anchor[0], top_of.get(anchor, anchor[1])), (0, 3), "center", "bottom"),
+            (anchor, (-4, dy), "right", label.get_verticalalignment()),
+        ]
+
+        counts = [_label_collisions(label, option, renderer, others, placed, pad) for option in options]
+        _label_collisions(label, options[counts.index(min(counts))], renderer, others, placed, pad)
+        placed.append(label.get_window_extent(renderer))
+
+
+def _label_collisions(label, option: tuple, renderer, others: list, placed: list, pad: float) -> int:
+    """Move ``label`` to ``option`` (anchor, offset, horizontal and vertical alignment); how many
+    of the ``others`` markers and ``placed`` label boxes it then covers."""
+    label.xy, label.xyann = option[0], option[1]
+    label.set_horizontalalignment(option[2])
+    label.set_verticalalignment(option[3])
+    box = label.get_window_extent(renderer)
+    hits = sum(box.x0 - pad <= px <= box.x1 + pad and box.y0 - pad <= py <= box.y1 + pad for px, py in others)
+    return hits + sum(box.overlaps(other) for other in placed)
 
 
 def _label_groups(xs: pd.Series, ys: pd.Series, names: pd.Series, near: float = 0.12) -> list[tuple]:
