@@ -12,6 +12,7 @@ rule bumps_dataset:
         ),
     log:
         f"{LOGS}/bumps/dataset/{{dataset}}.log",
+    priority: UPSTREAM_PRIORITY
     conda:
         "../envs/data.yaml"
     params:

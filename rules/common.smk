@@ -62,6 +62,10 @@ LOGS = f"{RESULTS}/logs"
 # Training jobs are the longest: Snakemake starts them before any ready sampling or evaluation
 # job, so that a run does not end with every core but one idle behind its last training job.
 TRAINING_PRIORITY = 10
+# The short jobs that training waits for (datasets, vocabularies, splits, the shared encoders) go
+# first of all: otherwise they queue behind ready training jobs of the other study, whose
+# training then starts late and ends alone on one core.
+UPSTREAM_PRIORITY = 20
 
 BUMPS = config.get("bumps")
 BUMP_DATASETS = dataset_specs(BUMPS) if BUMPS else {}

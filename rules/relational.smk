@@ -37,6 +37,7 @@ rule relational_vocabulary:
         pretrain=f"{RELATIONAL_VOCAB}/pretrain.csv",
     log:
         f"{LOGS}/relational/vocabulary/N{{vocab_size}}_S{{icon_size}}.log",
+    priority: UPSTREAM_PRIORITY
     conda:
         "../envs/data.yaml"
     params:
@@ -62,6 +63,7 @@ rule relational_split:
         ),
     log:
         f"{LOGS}/relational/split/{{split}}.log",
+    priority: UPSTREAM_PRIORITY
     conda:
         "../envs/data.yaml"
     params:
@@ -180,7 +182,7 @@ rule relational_text_encoder:
         f"{RESULTS}/benchmarks/relational/text_encoder/{{split}}_{{encoder}}.tsv"
     wildcard_constraints:
         encoder="|".join({key for _, key in RELATIONAL_TEXT_ENCODERS}) or "NONE",
-    priority: TRAINING_PRIORITY
+    priority: UPSTREAM_PRIORITY
     conda:
         "../envs/train.yaml"
     params:
@@ -206,6 +208,7 @@ rule relational_image_encoder:
         f"{LOGS}/relational/image_encoder/{{split}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/relational/image_encoder/{{split}}.tsv"
+    priority: UPSTREAM_PRIORITY
     conda:
         "../envs/train.yaml"
     threads: RELATIONAL["training"]["threads"] if RELATIONAL else 1

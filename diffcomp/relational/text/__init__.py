@@ -97,10 +97,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "CaptionEncoder":
-        from diffcomp.relational.text.encoder import define_caption_encoder
+    if name == "CaptionEncoder":  # defined by the encoder module on first use (it imports torch)
+        from diffcomp.relational.text import encoder
 
-        cls = define_caption_encoder()  # cached: one class object per process
-        globals()["CaptionEncoder"] = cls
-        return cls
+        return encoder.CaptionEncoder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
