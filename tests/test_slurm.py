@@ -280,7 +280,8 @@ def test_profile_runs_the_bump_study_under_slurm_with_local_outputs(slurm, tmp_p
     # job-completion log knows exactly those jobs: all COMPLETED, in the test's directory.
     cluster_rules = (
         "bumps_dataset|bumps_audit|bumps_train|bumps_sample|bumps_evaluate|"
-        "relational_vocabulary|relational_split|relational_audit|relational_train|relational_sample|relational_evaluate"
+        "relational_vocabulary|relational_split|relational_audit|relational_text_encoder|relational_train|"
+        "relational_sample|relational_evaluate"
     )
     assert not re.search(rf"^\s*localrule ({cluster_rules}):", log, re.M), "a cluster rule ran on the submit host"
     records = _slurm_records(slurm, log)
@@ -312,11 +313,14 @@ def test_profile_runs_the_bump_study_under_slurm_with_local_outputs(slurm, tmp_p
         for experiment, split, seed in relational_runs
         for rule in ("relational_train", "relational_sample", "relational_evaluate")
     }
+    encoders = relational_config.shared_text_encoders(relational)  # caption pretraining, once per split
+    expected |= {("relational_text_encoder", f"split={split}, encoder={key}") for split, key in encoders}
     assert ran == expected
     # One SLURM job per dataset (the profile groups a dataset with its audit) and three per run;
-    # likewise per vocabulary, per split (with its audit) and three per relational run.
+    # likewise per vocabulary, per split (with its audit), per caption-pretrained encoder and three
+    # per relational run.
     bump_jobs = len(names) * (1 + 3 * len(bumps["seeds"]))
-    relational_jobs = len(vocab) + len(splits) + 3 * len(relational_runs)
+    relational_jobs = len(vocab) + len(splits) + len(encoders) + 3 * len(relational_runs)
     assert len(records) == bump_jobs + relational_jobs, _submitted(log)
     # The rest ran on the submitting host.
     for rule in (
