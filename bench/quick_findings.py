@@ -25,6 +25,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffcomp.bumps.figures.trend import TREND_RHO, _middle_on, increment_trend  # noqa: E402
+from diffcomp.relational.results import final_rows  # noqa: E402
 
 PHASE_ORDER = {"A": 0, "B": 1, "C": 2}
 BAND_TRAIN = 0.8
@@ -49,8 +50,8 @@ def bump_findings(metrics: pd.DataFrame, sigma: float = 1.0) -> list[tuple[str, 
 
 def relational_findings(metrics: pd.DataFrame, baseline: str = "baseline") -> list[tuple[str, bool, str]]:
     """(finding, holds, numbers) for the relational study's metrics table (its final checkpoint)."""
-    rows = metrics[metrics["experiment"] == baseline]
-    final = rows[rows["step"] == rows["step"].max()].groupby("split")[["train_accuracy", "test_accuracy"]].mean()
+    rows = final_rows(metrics[metrics["experiment"] == baseline])
+    final = rows.groupby("split")[["train_accuracy", "test_accuracy"]].mean()
     band, bipartite = final.loc["band"], final.loc["bipartite"]
     return [
         (f"band train accuracy >= {BAND_TRAIN}", band["train_accuracy"] >= BAND_TRAIN, f"{band['train_accuracy']:.2f}"),

@@ -333,12 +333,10 @@ def provenance(scale: str, root: Path = SNAPSHOTS) -> str:
 def _rule_scripts() -> dict[str, str]:
     """rule name -> its script (``rules/*.smk``, the path relative to the repository)."""
     scripts = {}
-    for smk in sorted((REPO / "rules").glob("*.smk")):
-        for block in re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.MULTILINE):
-            name = re.match(r"rule (\w+):", block)
-            script = re.search(r"^    script:\n\s+\"\.\./(\S+)\"", block, re.MULTILINE)
-            if name and script:
-                scripts[name.group(1)] = script.group(1)
+    for name, block in _rule_blocks().items():
+        script = re.search(r"^\s+script:\n\s+\"\.\./(\S+)\"", block, re.MULTILINE)
+        if script:
+            scripts[name] = script.group(1)
     return scripts
 
 
@@ -395,7 +393,7 @@ def dry_run_jobs(configfile: str = "config.paper.yaml") -> dict[str, int]:
     counts = {}
     for line in lines[start:]:
         fields = line.split()
-        if len(fields) != 2 or fields[0] == "total":
+        if len(fields) != 2 or fields[0] == "total":  # the counts end at their total
             break
         counts[fields[0]] = int(fields[1])
     return counts
@@ -410,18 +408,17 @@ def _amount(expression, unit: str, scale: float = 1.0) -> str:
     return f"{number} {unit} x attempt" if grows else f"{number} {unit}"
 
 
-def slurm_plan(counts: dict[str, int] | None = None) -> list[dict]:
-    """One entry per rule: where it runs under ``profiles/slurm``, what a job asks for, its jobs."""
+def slurm_plan(counts: dict[str, int]) -> list[dict]:
+    """One entry per rule: where it runs under ``profiles/slurm``, what a job asks for, its jobs in
+    the dry run (``counts``: :func:`dry_run_jobs`) and the SLURM jobs they make."""
     import yaml
 
-    counts = dry_run_jobs() if counts is None else counts
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     default = profile.get("default-resources", {})
     specific = profile.get("set-resources", {})
     groups = profile.get("groups", {})
-    blocks = _rule_blocks()
     plan = []
-    for rule, block in blocks.items():
+    for rule, block in _rule_blocks().items():
         local = re.search(r"^\s*localrule: True", block, re.MULTILINE) is not None
         resources = {**default, **specific.get(rule, {})}
         if local:
@@ -437,29 +434,26 @@ def slurm_plan(counts: dict[str, int] | None = None) -> list[dict]:
             asks = f"{cpus}, {memory}, {_amount(resources['runtime'], 'min')}"
             if "x attempt" not in asks.rsplit(",", 1)[1]:
                 asks += " per attempt"
-        plan.append({"rule": rule, "where": where, "asks": asks, "jobs": counts.get(rule, 0), "local": local})
+        # a group (a dataset or split with its audit) is one SLURM job, counted with its first rule
+        grouped_behind = rule in groups and next(r for r, g in groups.items() if g == groups[rule]) != rule
+        submitted = 0 if local or grouped_behind else counts.get(rule, 0)
+        plan.append({"rule": rule, "where": where, "asks": asks, "jobs": counts.get(rule, 0), "submitted": submitted})
     return plan
 
 
-def slurm_jobs(plan: list[dict] | None = None) -> str:
+def slurm_jobs(plan: list[dict]) -> str:
     """The table of :func:`slurm_plan`."""
-    plan = slurm_plan() if plan is None else plan
     rows = [[f"`{p['rule']}`", p["where"], p["asks"] or "-", f"{p['jobs']:,}"] for p in plan]
     return _table(["rule", "runs on", "one job asks for", "jobs (paper config)"], rows)
 
 
-def slurm_job_count(plan: list[dict] | None = None) -> str:
-    """The dry run's totals: jobs planned, SLURM jobs per study (a group counts once)."""
-    import yaml
-
-    plan = slurm_plan() if plan is None else plan
-    groups = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text()).get("groups", {})
-    planned = sum(p["jobs"] for p in plan) + 1  # and rule all
+def slurm_job_count(counts: dict[str, int], plan: list[dict]) -> str:
+    """The dry run's totals (``counts``: :func:`dry_run_jobs`): jobs planned, and the SLURM jobs per
+    study of :func:`slurm_plan` (a group counts once)."""
+    planned = sum(counts.values())
     submitted = {"bumps": 0, "relational": 0}
     for p in plan:
-        grouped_later = p["rule"] in groups and [r for r, g in groups.items() if g == groups[p["rule"]]][0] != p["rule"]
-        if not p["local"] and not grouped_later:
-            submitted[p["rule"].split("_")[0]] += p["jobs"]
+        submitted[p["rule"].split("_")[0]] += p["submitted"]
     jobs = {p["rule"]: p["jobs"] for p in plan}
     return (
         f"`snakemake -n --configfile config.paper.yaml` plans **{planned:,}** jobs. "
@@ -505,8 +499,13 @@ def render_tables(root: Path = SNAPSHOTS, *, with_workflow_tables: bool = True) 
     """Every table NAME -> its markdown, for the scales that have a snapshot (and the figure map)."""
     tables = {}
     if with_workflow_tables:
-        plan = slurm_plan()
-        tables = {"figure-map": figure_map(), "slurm-jobs": slurm_jobs(plan), "slurm-job-count": slurm_job_count(plan)}
+        counts = dry_run_jobs()
+        plan = slurm_plan(counts)
+        tables = {
+            "figure-map": figure_map(),
+            "slurm-jobs": slurm_jobs(plan),
+            "slurm-job-count": slurm_job_count(counts, plan),
+        }
     for folder in sorted(p for p in root.glob("*") if (p / "provenance.json").is_file()):
         scale = folder.name
         tables[f"provenance-{scale}"] = provenance(scale, root)
