@@ -28,10 +28,11 @@ def test_medium_config_is_the_quick_relational_model_trained_longer_with_more_ru
     assert section["seeds"] == [0, 1, 2]
     for key in ("text_encoder", "model", "diffusion", "sampling", "icon_size"):
         assert section[key] == quick_section[key], key
-    # the same recipe, but 1,200 steps at lr 3e-3 where the quick scale takes 800 at 6e-3
-    schedule = ("steps", "learning_rate", "checkpoint_every")
-    assert [section["training"][k] for k in schedule] == [1200, 0.003, 300]
-    assert [quick_section["training"][k] for k in schedule] == [800, 0.006, 200]
+    # the same batch, warm-up and loss; the medium scale keeps 1,200 steps of cosine decay from 3e-3
+    # with EMA 0.99, where the quick scale takes 600 steps at a constant 4e-3 with EMA 0.95
+    schedule = ("steps", "learning_rate", "checkpoint_every", "lr_schedule", "ema_decay")
+    assert [section["training"][k] for k in schedule] == [1200, 0.003, 300, "cosine", 0.99]
+    assert [quick_section["training"][k] for k in schedule] == [600, 0.004, 150, "constant_with_warmup", 0.95]
     rest = [k for k in section["training"] if k not in schedule]
     assert {k: section["training"][k] for k in rest} == {k: quick_section["training"][k] for k in rest}
 

@@ -131,11 +131,11 @@ def test_bump_model_draws_each_label_at_its_position_and_not_at_the_others(tmp_p
 # Relational: the quick config's model puts a caption's two nouns in the caption's order
 
 RELATIONAL_N = 3
-# The quick config's 800-step recipe (cosine decay from 6e-3, EMA 0.99) learns the order too
-# slowly for a 30 s test: at 300 steps its samples are still mostly one noun wrong (accuracy 0.19
-# to 0.32 for seeds 0-2) and at 400 steps seeds 1 and 2 reach 0.68 and 0.75 (39 s alone). A
-# constant 4e-3 after the config's warm-up, sampled from an EMA of decay 0.95 (an average over
-# about the last 20 steps rather than 100), gets there in 300 steps. Measured, seeds 0 / 1 / 2
+# The quick config's recipe (a constant 4e-3 after its warm-up, sampled from an EMA of decay 0.95:
+# an average over about the last 20 steps) learns the order of 3 nouns in 300 steps. The earlier
+# recipe (cosine decay from 6e-3 over 800 steps, EMA 0.99) was too slow for a 30 s test: at 300
+# steps its samples were still mostly one noun wrong (accuracy 0.19 to 0.32 for seeds 0-2), and
+# at 400 steps seeds 1 and 2 reached 0.68 and 0.75 (39 s alone). Measured, seeds 0 / 1 / 2
 # (accuracy, swapped): 300 steps 0.89 / 0.72 / 0.90, 0.00 / 0.06 / 0.00; 250 steps 0.57 / 0.43 /
 # 0.56 (at 6e-3: 0.89 and 0.43 for seeds 0 and 2); 260 steps with a 20-step warm-up 0.78 / 0.24 /
 # 0.25; cosine at 6e-3 with EMA 0.95, 300 steps: 0.67 and 0.32 for seeds 0 and 2.
