@@ -133,7 +133,7 @@ def check_scratch_encoder(section: dict) -> int:
     try:
         with torch.device("meta"):
             encoder = caption_encoder({"text_encoder": section["text_encoder"]}, names)
-        encoder.tokenize(all_captions(names))
+        encoder.token_ids(all_captions(names))  # what tokenize() checks, without building its tensors
     except ValueError as err:
         raise ConfigError(f"relational.text_encoder: {err}") from None
     return encoder.hidden_size

@@ -74,7 +74,7 @@ def broken(edit) -> dict:
             r"relational\.experiments\[2\]\.projection\.learning_rate: must be a finite number",
         ),
         (
-            lambda c: c["relational"]["training"].update(warmup_steps=800),
+            lambda c: c["relational"]["training"].update(steps=800, warmup_steps=800),
             r"relational\.training\.warmup_steps: 800 warm-up steps for 800 training steps",
         ),
         (

@@ -100,14 +100,14 @@ def define_caption_encoder():
             """Token count of each caption, special tokens included (padding not)."""
             return [len(ids) for ids in self._token_ids(list(captions))]
 
-        def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-            """``(input_ids, attention_mask)``: LongTensors ``(B, max_length)`` on the model's device.
+        def token_ids(self, captions: list[str]) -> list[list[int]]:
+            """Unpadded token ids (special tokens included) of each caption.
 
             ValueError when a caption has more than ``max_length`` tokens (instead of truncating it),
             or, for t5-scratch, holds a word outside the vocabulary.
             """
             if isinstance(captions, str):
-                raise TypeError("tokenize() takes a list of captions, not a string")
+                raise TypeError("token_ids() and tokenize() take a list of captions, not a string")
             captions = list(captions)
             ids = self._token_ids(captions)
             too_long = [(text, len(row)) for text, row in zip(captions, ids, strict=True) if len(row) > self.max_length]
@@ -117,6 +117,12 @@ def define_caption_encoder():
                     f"text encoder {self.name!r}: caption {text!r} has {length} tokens, more than "
                     f"max_length={self.max_length} ({len(too_long)} caption(s) too long); raise max_length"
                 )
+            return ids
+
+        def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            """``(input_ids, attention_mask)``: LongTensors ``(B, max_length)`` on the model's device;
+            ValueError as :meth:`token_ids`."""
+            ids = self.token_ids(captions)
             pad_id = self._pad_id()
             input_ids = torch.full((len(ids), self.max_length), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(ids), self.max_length), dtype=torch.long)
