@@ -122,7 +122,7 @@ def increment_trend(metrics, sigma: float) -> pd.DataFrame:
 
 def _middle_on(trend: pd.DataFrame) -> pd.DataFrame:
     """The checkpoints from the middle one on. The middle of an even count is the later of the two,
-    so step 800 of the quick set's 200, 400, ..., 1,200."""
+    so step 700 of the quick set's 175, 350, ..., 1,050."""
     return trend.iloc[len(trend) // 2 :]
 
 
